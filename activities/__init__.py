@@ -1,0 +1,1 @@
+"""Activities: the workflow's only way to touch the outside world (PostgreSQL)."""

@@ -1,0 +1,113 @@
+"""The one place settings are read.
+
+Every process (API, worker, `make run`, tests, benchmark) builds a `Settings` from the
+environment and an optional `.env` file. Values are typed and validated at start, so a typo
+in a variable fails the process with a message naming the variable instead of surfacing as a
+strange error in the middle of an on-sale.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+DEFAULT_FEE_SCHEDULE = "50.00:0.99,100.00:1.99,150.00:2.99,200.00:3.99,*:4.99"
+
+
+def parse_fee_schedule(text: str) -> tuple[tuple[Decimal | None, Decimal], ...]:
+    """Parse `UPTO:FEE,...,*:FEE` into ((upto, fee), ..., (None, fee)).
+
+    Kept as text in the environment so an operator can change it without code; validated
+    here so a malformed schedule stops the process at start rather than mispricing orders.
+    """
+    tiers: list[tuple[Decimal | None, Decimal]] = []
+    for part in text.split(","):
+        bound_text, _, fee_text = part.strip().partition(":")
+        if not re.fullmatch(r"\d+(\.\d{1,2})?", fee_text.strip()):
+            raise ValueError(f"fee {fee_text!r} is not an amount with at most two decimals")
+        fee = Decimal(fee_text.strip())
+        if bound_text.strip() == "*":
+            tiers.append((None, fee))
+            continue
+        if not re.fullmatch(r"\d+(\.\d{1,2})?", bound_text.strip()):
+            raise ValueError(f"tier bound {bound_text!r} is not an amount or '*'")
+        tiers.append((Decimal(bound_text.strip()), fee))
+    if not tiers or tiers[-1][0] is not None:
+        raise ValueError("the last fee tier must be '*:FEE' (prices above every bound)")
+    bounds = [bound for bound, _ in tiers[:-1]]
+    if bounds != sorted(bounds) or len(set(bounds)) != len(bounds):
+        raise ValueError("fee tier bounds must increase")
+    return tuple(tiers)
+
+
+class Settings(BaseSettings):
+    """Runtime configuration; see the README's Configuration table for each variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=PROJECT_ROOT / ".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Application database. Empty: `make run` starts an embedded PostgreSQL itself.
+    database_url: str = ""
+    database_pool_min: Annotated[int, Field(ge=1)] = 2
+    database_pool_max: Annotated[int, Field(ge=1)] = 20
+
+    # Temporal. Empty address: `make run` starts a dev server on 7233 (UI on 8233).
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "orders"
+    temporal_api_key: str = ""  # Temporal Cloud API key; enables TLS when set
+    temporal_tls: bool = False
+    temporal_tls_cert: str = ""  # path to a client certificate (mTLS)
+    temporal_tls_key: str = ""
+    temporal_ui_port: int = 8233
+
+    # HTTP API.
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    # Orders.
+    reservation_seconds: Annotated[int, Field(ge=1)] = 15 * 60
+    settlement_grace_seconds: Annotated[int, Field(ge=0)] = 24 * 60 * 60
+    max_tickets_per_section: Annotated[int, Field(ge=1)] = 20
+    max_sections_per_order: Annotated[int, Field(ge=1)] = 50
+    fee_schedule: str = DEFAULT_FEE_SCHEDULE
+
+    # Sessions and keys.
+    session_idle_seconds: Annotated[int, Field(ge=60)] = 24 * 60 * 60
+    ticketing_admin_key: str = ""
+
+    # Where `make run` keeps its data (PostgreSQL cluster, Temporal SQLite file).
+    data_dir: Path = PROJECT_ROOT / ".data"
+
+    @field_validator("fee_schedule")
+    @classmethod
+    def _fee_schedule_parses(cls, value: str) -> str:
+        parse_fee_schedule(value)
+        return value
+
+    @field_validator("ticketing_admin_key")
+    @classmethod
+    def _admin_key_is_hex(cls, value: str) -> str:
+        if value and not re.fullmatch(r"[0-9a-f]{32}", value):
+            raise ValueError("TICKETING_ADMIN_KEY must be 32 lowercase hex characters")
+        return value
+
+    @property
+    def fee_tiers(self) -> tuple[tuple[Decimal | None, Decimal], ...]:
+        return parse_fee_schedule(self.fee_schedule)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

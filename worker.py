@@ -1,0 +1,76 @@
+"""The Temporal worker: runs OrderWorkflow and its activities on task queue `orders`.
+
+Start as many as the load needs (`python worker.py`); they share the task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from datetime import timedelta
+
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.orders import OrderActivities
+from config import Settings, get_settings
+from db.pool import create_pool
+from workflows.order import OrderWorkflow
+from workflows.search_attributes import ALL_KEYS
+from workflows.client import connect_temporal
+
+log = logging.getLogger("worker")
+
+
+async def check_search_attributes(client: Client, namespace: str) -> None:
+    """Fail at start, loudly, if the server lacks our search attributes: upserting an
+    unknown one would fail every order's workflow task forever."""
+    response = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = [key.name for key in ALL_KEYS if key.name not in response.custom_attributes]
+    if missing:
+        raise SystemExit(
+            f"Temporal namespace {namespace!r} lacks the search attributes {', '.join(missing)}. "
+            "Register them, e.g. `temporal operator search-attribute create --name OrderStatus "
+            "--type Keyword` (see README, Running in production)."
+        )
+
+
+async def run_worker(settings: Settings) -> None:
+    client = await connect_temporal(settings)
+    await check_search_attributes(client, settings.temporal_namespace)
+    pool = await create_pool(settings)
+    activities = OrderActivities(pool, settings.fee_tiers)
+    worker = Worker(
+        client,
+        task_queue=settings.temporal_task_queue,
+        workflows=[OrderWorkflow],
+        activities=activities.all(),
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %r", settings.temporal_task_queue)
+    async with worker:
+        await stop.wait()
+        log.info("draining: finishing in-flight activities")
+    await pool.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = get_settings()
+    if not settings.temporal_address or not settings.database_url:
+        sys.exit("TEMPORAL_ADDRESS and DATABASE_URL must be set (`make run` sets both).")
+    asyncio.run(run_worker(settings))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Workflows: durable orchestration only; every side effect runs in an activity."""
