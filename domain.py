@@ -9,7 +9,7 @@ I/O, so the workflow sandbox can import it.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Literal
@@ -296,3 +296,199 @@ class SettlementResult(BaseModel):
 
     order: Order
     outcome: PaymentOutcome
+
+
+# --- Accounts, events and tickets ---
+
+
+def _iso_seconds(value: datetime) -> str:
+    """`2026-12-03T12:00:00+00:00`: the shape the vendor's SDK matches (no `Z`, no micros)."""
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _sdk_session_time(value: datetime) -> str:
+    """Session `started` as the SDK expects it: `YYYY-MM-DD HH:MM:SS`, in UTC."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# A point in time on the wire: ISO-8601 with an explicit `+00:00` offset, whole seconds.
+Timestamp = Annotated[
+    AwareDatetime, PlainSerializer(_iso_seconds, return_type=str, when_used="json")
+]
+
+SESSION_URI = "/sessions/active"
+
+
+def integration_key_uri(key_id: int) -> str:
+    return f"/integration-keys/{key_id}"
+
+
+class Title(StrEnum):
+    MR = "Mr"
+    MRS = "Mrs"
+    MS = "Ms"
+    MX = "Mx"
+
+
+class Account(AccountSummary):
+    """An account as `GET /accounts/{number}` shows it. Never carries the password hash."""
+
+    date_of_birth: date | None = None
+    phone: str | None = None
+    country: str | None = None
+    first_address_line: str | None = None
+    second_address_line: str | None = None
+    city: str | None = None
+    state: str | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def preferences(self) -> str:
+        return f"{account_uri(self.number)}/preferences"
+
+
+class Session(Representation):
+    """A session and its key. `self` is `/sessions/active`: the one URI that serves it."""
+
+    id: int
+    open: bool
+    started: Annotated[
+        AwareDatetime, PlainSerializer(_sdk_session_time, return_type=str, when_used="json")
+    ]
+    key: str
+    account: Account
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return SESSION_URI
+
+
+class IntegrationKey(Representation):
+    """A new integration key; `key` is shown in this one answer and stored only hashed."""
+
+    id: int
+    name: str
+    level: KeyLevel
+    key: str
+    created: Timestamp
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return integration_key_uri(self.id)
+
+
+class SectionPrice(Representation):
+    base: Money
+    current: Money  # the base price until price modifiers exist
+    expires: Timestamp  # when the current price stops applying: the end of sales
+
+
+class Section(Representation):
+    """An event section with its counters, all read in one statement.
+
+    `reserved` counts only live holds (a lapsed hold stops counting the moment it ends,
+    swept or not), so `remaining = capacity - sold - reserved` is exact at every moment.
+    """
+
+    event_id: int = Field(exclude=True)
+    section_id: int = Field(exclude=True)
+    name: str
+    description: str
+    base_price: Money = Field(exclude=True)
+    sales_start: Timestamp
+    sales_end: Timestamp
+    active: bool
+    capacity: int
+    sold: int
+    reserved: int
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return section_uri(self.event_id, self.section_id)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def price(self) -> SectionPrice:
+        return SectionPrice(base=self.base_price, current=self.base_price, expires=self.sales_end)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def remaining(self) -> int:
+        return self.capacity - self.sold - self.reserved
+
+
+class Event(Representation):
+    """An event with its sections (each with its full URI as `self`)."""
+
+    event_id: int = Field(exclude=True)
+    title: str
+    description: str
+    start: Timestamp
+    end: Timestamp
+    host_number: str | None = Field(default=None, exclude=True)
+    sections: list[Section] = Field(default_factory=list)
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return event_uri(self.event_id)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def host(self) -> str | None:
+        """URI of the account that hosts the event (null when an integration key made it)."""
+        return account_uri(self.host_number) if self.host_number else None
+
+
+class TicketSection(Representation):
+    """The section block of a ticket."""
+
+    event_id: int = Field(exclude=True)
+    section_id: int = Field(exclude=True)
+    name: str
+    description: str
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return section_uri(self.event_id, self.section_id)
+
+
+class TicketOwner(Representation):
+    """The owner block of a ticket (the documented subset of an account)."""
+
+    number: str
+    username: str
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+
+    @computed_field(alias="self")  # type: ignore[prop-decorator]
+    @property
+    def self_uri(self) -> str:
+        return account_uri(self.number)
+
+
+class Ticket(Representation):
+    """One ticket in a wallet. `redeemed` is the literal "N/A" until the ticket is used."""
+
+    serial: str
+    status: str
+    section: TicketSection
+    owner: TicketOwner
+    issued: Timestamp
+    order_number: str = Field(exclude=True)
+    redeemed_at: AwareDatetime | None = Field(default=None, exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def redeemed(self) -> str:
+        return _iso_seconds(self.redeemed_at) if self.redeemed_at else "N/A"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def order(self) -> str:
+        return order_uri(self.order_number)
