@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from db.sections import list_sections
-from domain import Event
+from domain import Event, Section
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ async def create_event(
     return _event_from_row(row, [])
 
 
-def _event_from_row(row: asyncpg.Record, sections: list) -> Event:
+def _event_from_row(row: asyncpg.Record, sections: list[Section]) -> Event:
     return Event(
         event_id=row["id"],
         title=row["title"],
