@@ -44,11 +44,30 @@ Money = Annotated[
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
 
+
+def _iso_seconds(value: datetime) -> str:
+    """`2026-12-03T12:00:00+00:00`: the shape the vendor's SDK matches (no `Z`, no micros)."""
+    return value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _sdk_session_time(value: datetime) -> str:
+    """Session `started` as the SDK expects it: `YYYY-MM-DD HH:MM:SS`, in UTC."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# A point in time on the wire: ISO-8601 with an explicit `+00:00` offset, whole seconds.
+Timestamp = Annotated[
+    AwareDatetime, PlainSerializer(_iso_seconds, return_type=str, when_used="json")
+]
+
 # An amount as someone sent it (a settlement may carry a wrong one, which is recorded as is).
 Amount = Annotated[Decimal, PlainSerializer(float, return_type=float, when_used="json")]
 
 
-def fee_per_ticket(unit_price: Decimal, tiers: tuple[tuple[Decimal | None, Decimal], ...]) -> Decimal:
+FeeTiers = tuple[tuple[Decimal | None, Decimal], ...]
+
+
+def fee_per_ticket(unit_price: Decimal, tiers: FeeTiers) -> Decimal:
     """Convenience fee for one ticket: the first tier whose bound covers the unit price.
 
     A free ticket carries no fee, so an order of free tickets totals exactly 0.00 and is
@@ -170,18 +189,12 @@ class OrderItem(Representation):
     """One section of an order. `price` is the unit price fixed when the order was placed."""
 
     number: str
-    event_id: int = Field(exclude=True)
-    section_id: int = Field(exclude=True)
+    section: str = Field(description="URI of the event section")
     name: str
     description: str
     price: Money
+    fee: Money = Field(description="Convenience fee per ticket")
     quantity: int
-    fee: Money = Field(exclude=True)  # convenience fee per ticket
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def section(self) -> str:
-        return section_uri(self.event_id, self.section_id)
 
 
 class Order(Representation):
@@ -189,8 +202,10 @@ class Order(Representation):
 
     number: str
     status: OrderStatus
-    placed: AwareDatetime
-    hold_expires: AwareDatetime | None = Field(default=None, exclude=True)
+    placed: Timestamp
+    expires: Timestamp | None = Field(
+        default=None, description="When the hold ends; null once the order is not Placed"
+    )
     subtotal: Money
     fees: Money
     total: Money
@@ -201,12 +216,6 @@ class Order(Representation):
     @property
     def self_uri(self) -> str:
         return order_uri(self.number)
-
-    @computed_field  # type: ignore[prop-decorator]
-    @property
-    def expires(self) -> datetime | None:
-        """When the hold ends; null once the order is no longer Placed."""
-        return self.hold_expires if self.status is OrderStatus.PLACED else None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -244,8 +253,8 @@ class NewOrder(BaseModel):
     """What the placement activity needs: the request plus the workflow's clock."""
 
     request: PlaceOrder
-    placed: AwareDatetime
-    hold_expires: AwareDatetime
+    placed: Timestamp
+    hold_expires: Timestamp
 
 
 class Settlement(BaseModel):
@@ -266,7 +275,7 @@ class PaymentRecord(Representation):
     """One row of GET /orders/{n}/payments."""
 
     reference: str | None
-    date: AwareDatetime
+    date: Timestamp
     amount: Amount
     source: PaymentSource
     outcome: PaymentOutcome
@@ -300,21 +309,6 @@ class SettlementResult(BaseModel):
 
 # --- Accounts, events and tickets ---
 
-
-def _iso_seconds(value: datetime) -> str:
-    """`2026-12-03T12:00:00+00:00`: the shape the vendor's SDK matches (no `Z`, no micros)."""
-    return value.astimezone(UTC).isoformat(timespec="seconds")
-
-
-def _sdk_session_time(value: datetime) -> str:
-    """Session `started` as the SDK expects it: `YYYY-MM-DD HH:MM:SS`, in UTC."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-# A point in time on the wire: ISO-8601 with an explicit `+00:00` offset, whole seconds.
-Timestamp = Annotated[
-    AwareDatetime, PlainSerializer(_iso_seconds, return_type=str, when_used="json")
-]
 
 SESSION_URI = "/sessions/active"
 

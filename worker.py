@@ -18,9 +18,9 @@ from temporalio.worker import Worker
 from activities.orders import OrderActivities
 from config import Settings, get_settings
 from db.pool import create_pool
+from workflows.client import connect_temporal
 from workflows.order import OrderWorkflow
 from workflows.search_attributes import ALL_KEYS
-from workflows.client import connect_temporal
 
 log = logging.getLogger("worker")
 

@@ -11,8 +11,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db import orders
-from domain import Closure, NewOrder, Order, SettlementAttempt, SettlementResult
-from db.orders import FeeTiers
+from domain import Closure, FeeTiers, NewOrder, Order, SettlementAttempt, SettlementResult
 
 ORDER_REJECTED = "OrderRejected"
 
@@ -31,7 +30,9 @@ class OrderActivities:
             async with self._pool.acquire() as conn:
                 return await orders.place_order(conn, new, self._fee_tiers)
         except orders.OrderRejected as rejection:
-            raise ApplicationError(str(rejection), type=ORDER_REJECTED, non_retryable=True) from None
+            raise ApplicationError(
+                str(rejection), type=ORDER_REJECTED, non_retryable=True
+            ) from None
 
     @activity.defn
     async def discard_order(self, number: str) -> None:

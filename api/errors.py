@@ -73,7 +73,9 @@ def unavailable(message: str = UNAVAILABLE) -> ApiError:
     return ApiError(503, message, {"Retry-After": RETRY_AFTER_SECONDS})
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         status_code=status, content={"message": message, "error": message}, headers=headers
     )

@@ -11,7 +11,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError
 
-from api.errors import ErrorBody, error_response, install_error_handlers, UNAVAILABLE, RETRY_AFTER_SECONDS
+from api.errors import (
+    RETRY_AFTER_SECONDS,
+    UNAVAILABLE,
+    ErrorBody,
+    error_response,
+    install_error_handlers,
+)
 from api.routes import accounts, events, health, integration_keys, orders, sessions
 from api.security import ClientVersionMiddleware
 from config import get_settings
@@ -31,7 +37,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if settings.ticketing_admin_key:
         async with app.state.pool.acquire() as conn:
             await ensure_integration_key(
-                conn, settings.ticketing_admin_key, "bootstrap administrator", KeyLevel.ADMINISTRATOR
+                conn,
+                settings.ticketing_admin_key,
+                "bootstrap",
+                KeyLevel.ADMINISTRATOR,
             )
     client = await connect_temporal(settings)
     app.state.order_workflows = OrderWorkflows(client, settings.temporal_task_queue)

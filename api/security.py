@@ -21,7 +21,9 @@ from domain import STAFF_ROLES, KeyLevel, Role
 
 MINIMUM_CLIENT_VERSION = (3, 0, 0)
 # Paths that need neither header: probes, docs and metrics.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/metrics", "/redoc"})
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/metrics", "/redoc"}
+)
 _VERSION = re.compile(r"\s*(\d+)\.(\d+)(?:\.(\d+))?\s*")
 
 

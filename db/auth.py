@@ -49,9 +49,7 @@ async def find_key_owner(
     )
 
 
-async def ensure_integration_key(
-    conn: asyncpg.Connection, key: str, name: str, level: str
-) -> None:
+async def ensure_integration_key(conn: asyncpg.Connection, key: str, name: str, level: str) -> None:
     """Make sure an integration key with this value exists (bootstrap of the admin key)."""
     await conn.execute(
         "INSERT INTO integration_keys (name, level, key_hash) VALUES ($1, $2, $3)"

@@ -23,9 +23,11 @@ import asyncpg
 
 from domain import (
     AccountSummary,
+    FeeTiers,
     NewOrder,
     Order,
     OrderItem,
+    OrderLine,
     OrderStatus,
     PaymentOutcome,
     PaymentRecord,
@@ -34,8 +36,6 @@ from domain import (
     fee_per_ticket,
     section_uri,
 )
-
-FeeTiers = tuple[tuple[Decimal | None, Decimal], ...]
 
 _SERIAL_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -75,15 +75,14 @@ def _order_from_rows(row: asyncpg.Record, items: Iterable[asyncpg.Record]) -> Or
         number=row["number"],
         status=OrderStatus(row["status"]),
         placed=row["placed_at"],
-        hold_expires=row["hold_expires"],
+        expires=row["hold_expires"] if row["status"] == OrderStatus.PLACED else None,
         subtotal=row["subtotal"],
         fees=row["fees"],
         total=row["total"],
         items=[
             OrderItem(
                 number=item["number"],
-                event_id=item["event_id"],
-                section_id=item["section_id"],
+                section=section_uri(item["event_id"], item["section_id"]),
                 name=item["name"],
                 description=item["description"],
                 price=item["unit_price"],
@@ -106,9 +105,7 @@ def _order_from_rows(row: asyncpg.Record, items: Iterable[asyncpg.Record]) -> Or
     )
 
 
-async def orders_from_rows(
-    conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]
-) -> list[Order]:
+async def orders_from_rows(conn: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> list[Order]:
     """Build orders from `_ORDER_SELECT` rows, fetching all their items in one query."""
     if not rows:
         return []
@@ -128,8 +125,7 @@ async def get_order(conn: asyncpg.Connection, number: str) -> Order | None:
 async def get_order_customer(conn: asyncpg.Connection, number: str) -> str | None:
     """The customer's account number of an order, for permission checks."""
     return await conn.fetchval(
-        "SELECT a.number FROM orders o JOIN accounts a ON a.id = o.customer_id"
-        " WHERE o.number = $1",
+        "SELECT a.number FROM orders o JOIN accounts a ON a.id = o.customer_id WHERE o.number = $1",
         number,
     )
 
@@ -137,10 +133,12 @@ async def get_order_customer(conn: asyncpg.Connection, number: str) -> str | Non
 # --- Holds and counters -----------------------------------------------------------------
 
 
-async def _lock_sections(conn: asyncpg.Connection, section_ids: Iterable[int]) -> list[asyncpg.Record]:
+async def _lock_sections(
+    conn: asyncpg.Connection, section_ids: Iterable[int]
+) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT id, event_id, name, description, base_price, sales_start, sales_end, active,"
-        " capacity, sold, reserved"
+        " capacity, sold, reserved, now() AS checked_at"
         " FROM sections WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE",
         sorted(set(section_ids)),
     )
@@ -212,6 +210,31 @@ async def _issue_tickets(
 # --- Placing ----------------------------------------------------------------------------
 
 
+def line_problem(line: OrderLine, section: asyncpg.Record | None, at: datetime) -> str | None:
+    """Why this section cannot be ordered at all right now, or None if it can."""
+    uri = section_uri(line.event_id, line.section_id)
+    if section is None or section["event_id"] != line.event_id:
+        return f"There is no section {uri}."
+    if not section["active"]:
+        return f"Section {uri} is not on sale."
+    if not section["sales_start"] <= at < section["sales_end"]:
+        return f"Section {uri} is not on sale at this time."
+    return None
+
+
+def shortage(line: OrderLine, remaining: int) -> str:
+    uri = section_uri(line.event_id, line.section_id)
+    if remaining <= 0:
+        return f"Section {uri} is sold out."
+    return f"Section {uri} has only {remaining} tickets left."
+
+
+def late_payment_outcome(source: PaymentSource) -> PaymentOutcome:
+    """A payment for an order that has ended: a card authorisation is voided by the API
+    there and then; money from a payment service must be refunded by staff."""
+    return PaymentOutcome.VOIDED if source is PaymentSource.CARD else PaymentOutcome.REFUND_DUE
+
+
 def _invalid_items(reason: str) -> OrderRejected:
     return OrderRejected(f"The following arguments have invalid values: items. {reason}")
 
@@ -234,19 +257,17 @@ async def place_order(conn: asyncpg.Connection, new: NewOrder, fee_tiers: FeeTie
         if customer is None or not customer["activated"]:
             raise OrderRejected("The following arguments have invalid values: customer.")
 
-        sections = {row["id"]: row for row in await _lock_sections(
-            conn, (line.section_id for line in request.lines)
-        )}
+        sections = {
+            row["id"]: row
+            for row in await _lock_sections(conn, (line.section_id for line in request.lines))
+        }
         lines = sorted(request.lines, key=lambda line: line.section_id)
         for line in lines:
-            uri = section_uri(line.event_id, line.section_id)
             section = sections.get(line.section_id)
-            if section is None or section["event_id"] != line.event_id:
-                raise _invalid_items(f"There is no section {uri}.")
-            if not section["active"]:
-                raise _invalid_items(f"Section {uri} is not on sale.")
-            if not section["sales_start"] <= new.placed < section["sales_end"]:
-                raise _invalid_items(f"Section {uri} is not on sale at this time.")
+            checked_at = section["checked_at"] if section else new.placed
+            problem = line_problem(line, section, checked_at)
+            if problem is not None:
+                raise _invalid_items(problem)
 
         subtotal = sum(
             (sections[line.section_id]["base_price"] * line.quantity for line in lines),
@@ -293,10 +314,7 @@ async def place_order(conn: asyncpg.Connection, new: NewOrder, fee_tiers: FeeTie
                 remaining = await conn.fetchval(
                     "SELECT capacity - sold - reserved FROM sections WHERE id = $1", line.section_id
                 )
-                uri = section_uri(line.event_id, line.section_id)
-                if remaining == 0:
-                    raise _invalid_items(f"Section {uri} is sold out.")
-                raise _invalid_items(f"Section {uri} has only {remaining} tickets left.")
+                raise _invalid_items(shortage(line, remaining))
 
         await conn.execute(
             "INSERT INTO orders (number, customer_id, status, placed_at, hold_expires,"
@@ -422,7 +440,7 @@ async def settle_order(
         )
         if row is None:
             raise LookupError(f"order {number} does not exist")
-        late = PaymentOutcome.VOIDED if settlement.source is PaymentSource.CARD else PaymentOutcome.REFUND_DUE
+        late = late_payment_outcome(settlement.source)
         if row["status"] != OrderStatus.PLACED:
             outcome, detail = late, f"The order was already {row['status']}."
         else:
@@ -531,3 +549,79 @@ async def list_payments(conn: asyncpg.Connection, number: str) -> list[PaymentRe
     ]
 
 
+# --- Listing and availability -------------------------------------------------------------
+
+
+class InvalidPattern(Exception):
+    """The `number` filter is not a usable regular expression."""
+
+
+async def list_orders(
+    conn: asyncpg.Connection,
+    *,
+    customer_number: str | None = None,
+    status: OrderStatus | None = None,
+    number_pattern: str | None = None,
+    descending: bool = True,
+    offset: int = 0,
+    limit: int = 25,
+) -> tuple[int, list[Order]]:
+    """One page of orders, newest first unless asked otherwise, and the total count.
+
+    The number filter is a PostgreSQL regular expression run under a short statement
+    timeout, so a pathological pattern costs at most that long and then fails as invalid.
+    """
+    conditions: list[str] = []
+    args: list[object] = []
+    if customer_number is not None:
+        args.append(customer_number)
+        conditions.append(f"a.number = ${len(args)}")
+    if status is not None:
+        args.append(status.value)
+        conditions.append(f"o.status = ${len(args)}")
+    if number_pattern is not None:
+        args.append(number_pattern)
+        conditions.append(f"o.number ~ ${len(args)}")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    direction = "DESC" if descending else "ASC"
+    try:
+        async with conn.transaction(readonly=True):
+            await conn.execute("SET LOCAL statement_timeout = '2s'")
+            total = await conn.fetchval(
+                "SELECT count(*) FROM orders o JOIN accounts a ON a.id = o.customer_id" + where,
+                *args,
+            )
+            rows = await conn.fetch(
+                f"{_ORDER_SELECT}{where} ORDER BY o.placed_at {direction}, o.number {direction}"
+                f" LIMIT {int(limit)} OFFSET {int(offset)}",
+                *args,
+            )
+            return total, await orders_from_rows(conn, rows)
+    except (asyncpg.InvalidRegularExpressionError, asyncpg.QueryCanceledError) as error:
+        if number_pattern is None:
+            raise
+        raise InvalidPattern(str(error)) from None
+
+
+async def section_availability(
+    conn: asyncpg.Connection, section_ids: list[int]
+) -> dict[int, asyncpg.Record]:
+    """Sections with what is left counting only live holds: the API's fast pre-check.
+
+    The placing transaction decides for real; this only lets an obviously impossible order
+    (unknown section, sold out, not on sale) fail fast without starting a workflow.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT s.id, s.event_id, s.active, s.sales_start, s.sales_end,
+               s.capacity - s.sold - coalesce(live.quantity, 0) AS remaining
+        FROM sections s
+        LEFT JOIN LATERAL (
+            SELECT sum(h.quantity)::int AS quantity FROM holds h
+            WHERE h.section_id = s.id AND h.released_at IS NULL AND h.expires_at > now()
+        ) live ON true
+        WHERE s.id = ANY($1::bigint[])
+        """,
+        section_ids,
+    )
+    return {row["id"]: row for row in rows}

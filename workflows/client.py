@@ -16,6 +16,7 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import (
+    SearchAttributePair,
     TypedSearchAttributes,
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
@@ -36,8 +37,8 @@ async def connect_temporal(settings: Settings) -> Client:
     tls: bool | TLSConfig = settings.temporal_tls or bool(settings.temporal_api_key)
     if settings.temporal_tls_cert:
         tls = TLSConfig(
-            client_cert=Path(settings.temporal_tls_cert).read_bytes(),
-            client_private_key=Path(settings.temporal_tls_key).read_bytes(),
+            client_cert=Path(settings.temporal_tls_cert).read_bytes(),  # noqa: ASYNC240
+            client_private_key=Path(settings.temporal_tls_key).read_bytes(),  # noqa: ASYNC240
         )
     return await Client.connect(
         settings.temporal_address,
@@ -73,9 +74,9 @@ class OrderWorkflows:
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
                 [
-                    CUSTOMER_NUMBER.value_set(request.customer_number),
-                    ORDER_STATUS.value_set("Placing"),
-                    ORDER_TOTAL.value_set(0.0),
+                    SearchAttributePair(CUSTOMER_NUMBER, request.customer_number),
+                    SearchAttributePair(ORDER_STATUS, "Placing"),
+                    SearchAttributePair(ORDER_TOTAL, 0.0),
                 ]
             ),
             static_summary=f"Order {request.number} for customer {request.customer_number}",

@@ -10,7 +10,7 @@ payment that arrives late is recorded as a refund due rather than dropped.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -21,6 +21,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.orders import ORDER_REJECTED, OrderActivities
+    from db.orders import late_payment_outcome
     from domain import (
         Closure,
         NewOrder,
@@ -77,7 +78,7 @@ class OrderWorkflow:
 
     @workflow.run
     async def run(self, request: PlaceOrder) -> Order | None:
-        placed = workflow.now()
+        placed = workflow.now().replace(microsecond=0)
         new_order = NewOrder(
             request=request,
             placed=placed,
@@ -90,7 +91,7 @@ class OrderWorkflow:
                 schedule_to_close_timeout=PLACE_TIMEOUT,
                 retry_policy=PLACE_RETRY,
             )
-        except ActivityError as failure:
+        except (ActivityError, ApplicationError) as failure:
             await self._abandon_placement(failure)
             return None
 
@@ -168,9 +169,10 @@ class OrderWorkflow:
 
     # --- Steps ----------------------------------------------------------------------
 
-    async def _abandon_placement(self, failure: ActivityError) -> None:
+    async def _abandon_placement(self, failure: ActivityError | ApplicationError) -> None:
         """Turn a failed placement into the caller's answer; leave nothing behind."""
-        cause = failure.cause
+        # A local activity's own ApplicationError may arrive unwrapped.
+        cause = failure.cause if isinstance(failure, ActivityError) else failure
         if isinstance(cause, ApplicationError) and cause.type == ORDER_REJECTED:
             self._placement_error = ApplicationError(cause.message, type=ORDER_REJECTED)
         else:
@@ -187,18 +189,16 @@ class OrderWorkflow:
         await workflow.wait_condition(workflow.all_handlers_finished)
 
     def _hold_has_ended(self) -> bool:
-        assert self._order is not None and self._order.hold_expires is not None
-        return workflow.now() >= self._order.hold_expires
+        assert self._order is not None and self._order.expires is not None
+        return workflow.now() >= self._order.expires
 
     async def _next_decision(self) -> None:
         """Wait for a message or the end of the hold, and act on the first to come."""
-        assert self._order is not None and self._order.hold_expires is not None
-        remaining = (self._order.hold_expires - workflow.now()).total_seconds()
+        assert self._order is not None and self._order.expires is not None
+        remaining = (self._order.expires - workflow.now()).total_seconds()
         if remaining > 0 and not self._inbox:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: bool(self._inbox), timeout=remaining)
-            except asyncio.TimeoutError:
-                pass
         if self._inbox:
             await self._handle(self._inbox.pop(0))
         elif self._hold_has_ended():
@@ -225,12 +225,10 @@ class OrderWorkflow:
         if settlement.reference in self._applied_references:
             refusal = (PaymentOutcome.DUPLICATE, "This reference was already applied.")
         elif self._order.status is not OrderStatus.PLACED:
-            late = (
-                PaymentOutcome.VOIDED
-                if settlement.source is PaymentSource.CARD
-                else PaymentOutcome.REFUND_DUE
+            refusal = (
+                late_payment_outcome(settlement.source),
+                f"The order was already {self._order.status}.",
             )
-            refusal = (late, f"The order was already {self._order.status}.")
         elif not _is_exact_amount(settlement.amount, self._order.total):
             refusal = (
                 PaymentOutcome.WRONG_AMOUNT,
@@ -281,7 +279,7 @@ class OrderWorkflow:
                     return
                 try:
                     await workflow.wait_condition(lambda: bool(self._inbox), timeout=remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
             await self._handle(self._inbox.pop(0))
 
