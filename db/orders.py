@@ -592,7 +592,7 @@ async def list_orders(
                 *args,
             )
             rows = await conn.fetch(
-                f"{_ORDER_SELECT}{where} ORDER BY o.placed_at {direction}, o.number {direction}"
+                f"{_ORDER_SELECT}{where} ORDER BY o.placed_at {direction}, o.seq {direction}"
                 f" LIMIT {int(limit)} OFFSET {int(offset)}",
                 *args,
             )

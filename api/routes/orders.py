@@ -13,10 +13,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+import asyncpg
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeoutOrCancelledError
-from temporalio.exceptions import ApplicationError
+from temporalio.client import (
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+)
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.card_gateway import CardPayment, TestCardGateway, check_card
@@ -30,9 +35,11 @@ from api.errors import (
     restricted,
     unavailable,
 )
+from api.idempotency import Answer, IdempotencyKey, fingerprint, respond_once
 from api.order_requests import OrderRequest, parse_customer, parse_items
 from api.pagination import Page, PageParams, page_of
 from api.security import Caller, CallerDep
+from config import Settings
 from db import orders as order_db
 from domain import (
     Amount,
@@ -48,6 +55,7 @@ from domain import (
     Timestamp,
     order_uri,
 )
+from workflows.client import OrderWorkflows
 from workflows.order import ORDER_CONFLICT, ORDER_REJECTED, ORDER_UNAVAILABLE
 
 router = APIRouter(tags=["Orders"])
@@ -120,14 +128,35 @@ def _update_error(error: WorkflowUpdateFailedError) -> Exception:
 )
 async def place_order(
     request: Request,
-    response: Response,
     caller: CallerDep,
     db: Database,
     settings: SettingsDep,
     order_workflows: OrderWorkflowsDep,
-) -> Order:
-    """Hold tickets in one or more sections. A free order is fulfilled at once."""
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    """Hold tickets in one or more sections. A free order is fulfilled at once.
+
+    With an `Idempotency-Key`, a retry of the same request answers with the same order.
+    """
     body = await _json_object(request)
+
+    async def place(number: str) -> Answer:
+        order = await _place(body, number, caller, db, settings, order_workflows)
+        return 201, order.model_dump(mode="json", by_alias=True), {"Location": order_uri(number)}
+
+    return await respond_once(
+        db, caller, idempotency_key, fingerprint("POST", "/orders", body), new_order_number, place
+    )
+
+
+async def _place(
+    body: dict[str, Any],
+    number: str,
+    caller: Caller,
+    db: asyncpg.Pool,
+    settings: Settings,
+    order_workflows: OrderWorkflows,
+) -> Order:
     customer = parse_customer(body.get("customer"))
     customer = _customer_for(caller, customer)
     lines = parse_items(
@@ -151,7 +180,7 @@ async def place_order(
             raise bad_request(invalid_arguments(["items"], problem))
 
     placement = PlaceOrder(
-        number=new_order_number(),
+        number=number,
         customer_number=customer,
         lines=lines,
         reservation_seconds=settings.reservation_seconds,
@@ -159,13 +188,20 @@ async def place_order(
         max_tickets_per_section=settings.max_tickets_per_section,
     )
     try:
-        order = await order_workflows.place(placement)
+        return await order_workflows.place(placement)
     except WorkflowUpdateFailedError as error:
         raise _update_error(error) from None
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
         raise unavailable(RETRY_PLACEMENT) from None
-    response.headers["Location"] = order_uri(order.number)
-    return order
+    except WorkflowAlreadyStartedError:
+        # A retried key whose first attempt already finished: its order, if it made one.
+        async with db.acquire() as conn:
+            order = await order_db.get_order(conn, number)
+        if order is None:
+            raise conflict(
+                "The earlier attempt with this Idempotency-Key failed; retry with a new key."
+            ) from None
+        return order
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -292,13 +328,38 @@ async def pay_order(
     caller: CallerDep,
     db: Database,
     order_workflows: OrderWorkflowsDep,
-) -> PaymentAttempt:
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
     """Authorise the card for the order total; on success the order is fulfilled.
 
     A decline is still 201 (`Declined`) and the order stays `Placed` for another try. If the
     order ends while the card is being authorised, the authorisation is voided and the answer
     is 409.
     """
+    # The fingerprint never sees the full card number or the CVV.
+    card_shape = card.model_dump(exclude={"number", "cvv"}) | {"last4": card.number[-4:]}
+
+    async def pay(_: str) -> Answer:
+        attempt = await _pay(number, card, caller, db, order_workflows)
+        return 201, attempt.model_dump(mode="json"), {}
+
+    return await respond_once(
+        db,
+        caller,
+        idempotency_key,
+        fingerprint("POST", f"/orders/{number}/payments", card_shape),
+        lambda: "",
+        pay,
+    )
+
+
+async def _pay(
+    number: str,
+    card: CardPayment,
+    caller: Caller,
+    db: asyncpg.Pool,
+    order_workflows: OrderWorkflows,
+) -> PaymentAttempt:
     order = await _order_for(db, number, caller, act=True)
     now = datetime.now(UTC)
     check_card(card, now)

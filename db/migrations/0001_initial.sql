@@ -91,6 +91,7 @@ CREATE INDEX sections_event ON sections (event_id);
 
 CREATE TABLE orders (
     number       text PRIMARY KEY,
+    seq          bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- insertion order, for sorting
     customer_id  bigint NOT NULL REFERENCES accounts (id),
     status       text NOT NULL
                  CHECK (status IN ('Placed', 'Fulfilled', 'Cancelled', 'Timed Out', 'Voided', 'Returned')),
