@@ -1,0 +1,317 @@
+"""The dev servers and the `make run` supervisor, against the real binaries.
+
+PostgreSQL and Temporal must keep their data across a clean restart and across a crash;
+the supervisor must print where everything is, stop everything on SIGTERM and exit non-zero
+when a part dies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType, WorkflowExecutionStatus
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+
+from devstack.postgres import EmbeddedPostgres
+from devstack.processes import port_is_free
+from devstack.temporal import TemporalDevServer
+from tests.conftest import ROOT, free_port
+
+
+async def _rows(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        return [row["note"] for row in await connection.fetch("SELECT note FROM probe ORDER BY id")]
+    finally:
+        await connection.close()
+
+
+async def _insert(url: str, note: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await connection.execute(
+            "CREATE TABLE IF NOT EXISTS probe (id serial PRIMARY KEY, note text NOT NULL)"
+        )
+        await connection.execute("INSERT INTO probe (note) VALUES ($1)", note)
+    finally:
+        await connection.close()
+
+
+async def test_embedded_postgres_keeps_data_across_stop_and_crash(tmp_path: Path) -> None:
+    port = free_port()
+    server = EmbeddedPostgres(tmp_path / "pg", port)  # durable, as `make run` uses it
+    try:
+        server.start()
+        assert server.url == f"postgresql://postgres@127.0.0.1:{port}/ticketing"
+        await _insert(server.url, "before stop")
+        postmaster_pid = (tmp_path / "pg" / "postmaster.pid").read_text().split()[0]
+        server.start()  # idempotent: the same server keeps running
+        assert (tmp_path / "pg" / "postmaster.pid").read_text().split()[0] == postmaster_pid
+
+        server.stop()
+        assert not server.is_running()
+        with pytest.raises(OSError):
+            await asyncpg.connect(server.url)
+        server.start()
+        assert await _rows(server.url) == ["before stop"]
+
+        await _insert(server.url, "before kill")
+        server.kill()
+        assert not server.is_running()
+        assert (tmp_path / "pg" / "postmaster.pid").exists(), "a crash leaves its pid file"
+        server.start()
+        assert await _rows(server.url) == ["before stop", "before kill"]
+
+        # After a crash and a reboot the stale pid file's PID may belong to another live
+        # process; PostgreSQL alone would refuse to start then.
+        # Our parent process stands in for that unrelated process.
+        server.kill()
+        pid_file = tmp_path / "pg" / "postmaster.pid"
+        lines = pid_file.read_text().split("\n")
+        pid_file.write_text("\n".join([str(os.getppid()), *lines[1:]]))
+        server.start()
+        assert await _rows(server.url) == ["before stop", "before kill"]
+    finally:
+        server.stop("immediate")
+    assert not server.is_running()
+
+
+async def test_temporal_dev_server_registers_search_attributes(
+    temporal_server: TemporalDevServer,
+) -> None:
+    client = await Client.connect(temporal_server.address)
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    custom = dict(listed.custom_attributes)
+    assert custom["OrderStatus"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    assert custom["CustomerNumber"] == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+    assert custom["OrderTotal"] == IndexedValueType.INDEXED_VALUE_TYPE_DOUBLE
+
+
+async def test_temporal_dev_server_keeps_workflows_in_its_db_file(tmp_path: Path) -> None:
+    server = TemporalDevServer(free_port(), None, tmp_path / "temporal.db", log_dir=tmp_path)
+    workflow_id = f"devstack-probe-{uuid.uuid4()}"
+    try:
+        server.start()
+        assert server.ui_url is None
+        client = await Client.connect(server.address)
+        # No worker serves this queue: the workflow stays open, which is all we need.
+        await client.start_workflow("DevstackProbe", id=workflow_id, task_queue="devstack-probe")
+
+        for crash in (False, True):
+            if crash:
+                server.kill()
+                server.start()
+            else:
+                server.restart()
+            client = await Client.connect(server.address)
+            description = await client.get_workflow_handle(workflow_id).describe()
+            assert description.raw_description.workflow_execution_info.status == (
+                WorkflowExecutionStatus.WORKFLOW_EXECUTION_STATUS_RUNNING
+            )
+    finally:
+        server.stop()
+    assert not server.is_running()
+    assert port_is_free("127.0.0.1", server.port)
+
+
+# -- the supervisor (`python -m devstack`) ----------------------------------------------------
+
+# Runs the real Supervisor with stand-ins for the worker, the API and the database step, so
+# its start order, banner and shutdown are checked whatever state the application is in.
+_DRIVER = textwrap.dedent(
+    """
+    import json, sys
+    from dataclasses import dataclass, field
+    from pathlib import Path
+    from config import Settings
+    from devstack.__main__ import Supervisor
+
+    @dataclass
+    class Credentials:
+        admin_username: str = "admin"
+        admin_password: str = "admin-pw"
+        customer_username: str = "demo"
+        customer_password: str = "it's secret"
+        event_id: int = 1
+        section_uris: list[str] = field(default_factory=lambda: ["/events/1/sections/1"])
+
+    def prepare(url):
+        print("PREPARE", url, flush=True)
+        return Credentials()
+
+    ports = json.loads(sys.argv[1])
+    settings = Settings(
+        data_dir=Path(sys.argv[2]), port=ports["api"], temporal_ui_port=ports["ui"],
+        database_url="", temporal_address="",
+    )
+    api = [sys.executable, "-c", sys.argv[3], str(ports["api"])]
+    worker = [sys.executable, "-c", sys.argv[4]]
+    supervisor = Supervisor(
+        settings, worker, api, prepare=prepare,
+        postgres_port=ports["postgres"], temporal_port=ports["temporal"],
+    )
+    sys.exit(supervisor.run())
+    """
+)
+
+_FAKE_API = textwrap.dedent(
+    """
+    import signal, sys
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200 if self.path == "/healthz" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    signal.signal(signal.SIGTERM, lambda *args: sys.exit(0))
+    HTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    """
+)
+
+
+def _run_supervisor(tmp_path: Path, worker_code: str) -> tuple[subprocess.Popen[str], dict]:
+    ports = {name: free_port() for name in ("api", "ui", "postgres", "temporal")}
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, json.dumps(ports), str(tmp_path), _FAKE_API, worker_code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    return process, ports
+
+
+def _read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
+    """Output up to the line containing marker (fails with all output on exit/timeout)."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    process.kill()
+    pytest.fail(f"no {marker!r} from the supervisor; output:\n{''.join(seen)}")
+
+
+def test_supervisor_prints_banner_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
+    process, ports = _run_supervisor(tmp_path, "import time; time.sleep(600)")
+    try:
+        output = _read_until(process, "==========\n", timeout=60)  # top rule of the banner
+        output += _read_until(process, "==========\n", timeout=10)  # bottom rule
+        assert f"PREPARE postgresql://postgres@127.0.0.1:{ports['postgres']}/ticketing" in output
+        assert f"http://127.0.0.1:{ports['api']}/docs" in output
+        assert f"UI: http://127.0.0.1:{ports['ui']}" in output
+        assert "demo / it's secret" in output
+        curl = re.search(r"curl -s -X POST .*", output)
+        assert curl is not None
+        assert curl.group(0) == (
+            f"curl -s -X POST http://127.0.0.1:{ports['api']}/sessions "
+            "-H 'X-Client-Version: 3.0.0' -H 'Content-Type: application/json' "
+            """-d '{"identification": "demo", "password": "it'"'"'s secret"}'"""
+        )
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, rest
+    order = [line for line in rest.splitlines() if line.startswith("Stopping")]
+    assert order == [
+        "Stopping the API",
+        "Stopping the worker",
+        "Stopping Temporal",
+        "Stopping PostgreSQL",
+    ]
+    for name in ("api", "postgres", "temporal", "ui"):
+        assert port_is_free("127.0.0.1", ports[name]), f"{name} still listens"
+    assert not EmbeddedPostgres(tmp_path / "postgres", ports["postgres"]).is_running()
+
+
+def test_supervisor_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
+    process, ports = _run_supervisor(tmp_path, "import time; time.sleep(1); raise SystemExit(3)")
+    try:
+        output, _ = process.communicate(timeout=90)
+    finally:
+        process.kill()
+    assert process.returncode == 1, output
+    assert "the worker exited unexpectedly with code 3" in output
+    for name in ("api", "postgres", "temporal", "ui"):
+        assert port_is_free("127.0.0.1", ports[name]), f"{name} still listens"
+
+
+_APPLICATION_READY = (
+    (ROOT / "worker.py").exists()
+    and importlib.util.find_spec("api.main") is not None
+    and importlib.util.find_spec("db.demo") is not None
+    and importlib.util.find_spec("db.migrate") is not None
+)
+
+
+@pytest.mark.skipif(not _APPLICATION_READY, reason="worker, API or db.demo not written yet")
+def test_make_run_serves_the_demo_login(tmp_path: Path, temporal_server: TemporalDevServer) -> None:
+    """`python -m devstack` for real: its own PostgreSQL, migrations, seed, worker, API.
+
+    It borrows the session's Temporal server (7233 may be in use by a developer's own
+    `make run`) on a task queue of its own, so its worker takes no other test's orders.
+    """
+    api_port = free_port()
+    env = {
+        **os.environ,
+        "DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "",
+        "EMBEDDED_POSTGRES_PORT": str(free_port()),
+        "TEMPORAL_ADDRESS": temporal_server.address,
+        "TEMPORAL_TASK_QUEUE": f"devstack-{uuid.uuid4().hex[:8]}",
+        "PORT": str(api_port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = _read_until(process, "Session key for the customer", timeout=90)
+        output += _read_until(process, "curl ", timeout=5)
+        login = re.search(r"Customer login\s+(\S+) / (.+)", output)
+        assert login is not None, output
+        response = httpx.post(
+            f"http://127.0.0.1:{api_port}/sessions",
+            headers={"X-Client-Version": "3.0.0"},
+            json={"identification": login.group(1), "password": login.group(2).strip()},
+            timeout=30,
+        )
+        assert response.status_code == 201, response.text
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, rest
+    assert port_is_free("127.0.0.1", api_port)
