@@ -15,16 +15,25 @@ from collections.abc import Callable
 from pathlib import Path
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once in the parent: dlopen() between fork and exec could deadlock on a loader
+# lock held by another thread at the moment of the fork.
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform == "linux" else None
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this child when the process that started it dies.
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    """A preexec_fn asking Linux to SIGKILL the child when the process that started it dies.
 
-    Runs in the child between fork and exec. Without it a supervisor or a test run killed
-    with SIGKILL leaves a Temporal server or a uvicorn holding its ports and a CPU core.
+    Without it a supervisor or a test run killed with SIGKILL leaves a Temporal server or a
+    uvicorn behind, holding its ports and a CPU core.
     """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+    def arm() -> None:
+        assert _prctl is not None
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent_pid:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
 
 
 def child_popen_kwargs() -> dict[str, object]:
@@ -36,8 +45,8 @@ def child_popen_kwargs() -> dict[str, object]:
     if we spawned it from a short-lived helper thread.
     """
     kwargs: dict[str, object] = {"start_new_session": True}
-    if sys.platform == "linux" and threading.current_thread() is threading.main_thread():
-        kwargs["preexec_fn"] = _die_with_parent
+    if _prctl is not None and threading.current_thread() is threading.main_thread():
+        kwargs["preexec_fn"] = _die_with_parent(os.getpid())
     return kwargs
 
 

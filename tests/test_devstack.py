@@ -7,14 +7,16 @@ when a part dies.
 
 from __future__ import annotations
 
-import importlib.util
+import contextlib
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -189,57 +191,84 @@ _FAKE_API = textwrap.dedent(
 )
 
 
-def _run_supervisor(tmp_path: Path, worker_code: str) -> tuple[subprocess.Popen[str], dict]:
+class _Console:
+    """A supervisor run as a subprocess, its output read by a thread so waits time out."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.seen: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def until(self, marker: str, timeout: float) -> str:
+        """All output so far, once a line contains `marker`; fails on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            self.seen.append(line)
+            if marker in line:
+                return "".join(self.seen)
+        self.process.kill()
+        pytest.fail(f"no {marker!r} from the supervisor; output:\n{''.join(self.seen)}")
+
+    def finish(self, timeout: float) -> str:
+        """Wait for the exit (killing after `timeout`); all output."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            self.process.kill()
+        with contextlib.suppress(queue.Empty):  # a leftover grandchild may hold the pipe
+            while (line := self._lines.get(timeout=5)) is not None:
+                self.seen.append(line)
+        return "".join(self.seen)
+
+
+def _run_supervisor(tmp_path: Path, worker_code: str) -> tuple[_Console, dict[str, int]]:
     ports = {name: free_port() for name in ("api", "ui", "postgres", "temporal")}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, json.dumps(ports), str(tmp_path), _FAKE_API, worker_code],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    return process, ports
-
-
-def _read_until(process: subprocess.Popen[str], marker: str, timeout: float = 60) -> str:
-    """Output up to the line containing marker (fails with all output on exit/timeout)."""
-    assert process.stdout is not None
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if marker in line:
-            return "".join(seen)
-    process.kill()
-    pytest.fail(f"no {marker!r} from the supervisor; output:\n{''.join(seen)}")
+    argv = [sys.executable, "-c", _DRIVER, json.dumps(ports), str(tmp_path), _FAKE_API]
+    console = _Console([*argv, worker_code], {**os.environ, "PYTHONPATH": str(ROOT)})
+    return console, ports
 
 
 def test_supervisor_prints_banner_and_stops_everything_on_sigterm(tmp_path: Path) -> None:
-    process, ports = _run_supervisor(tmp_path, "import time; time.sleep(600)")
-    try:
-        output = _read_until(process, "==========\n", timeout=60)  # top rule of the banner
-        output += _read_until(process, "==========\n", timeout=10)  # bottom rule
-        assert f"PREPARE postgresql://postgres@127.0.0.1:{ports['postgres']}/ticketing" in output
-        assert f"http://127.0.0.1:{ports['api']}/docs" in output
-        assert f"UI: http://127.0.0.1:{ports['ui']}" in output
-        assert "demo / it's secret" in output
-        curl = re.search(r"curl -s -X POST .*", output)
-        assert curl is not None
-        assert curl.group(0) == (
-            f"curl -s -X POST http://127.0.0.1:{ports['api']}/sessions "
-            "-H 'X-Client-Version: 3.0.0' -H 'Content-Type: application/json' "
-            """-d '{"identification": "demo", "password": "it'"'"'s secret"}'"""
-        )
-        process.send_signal(signal.SIGTERM)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 0, rest
-    order = [line for line in rest.splitlines() if line.startswith("Stopping")]
+    console, ports = _run_supervisor(tmp_path, "import time; time.sleep(600)")
+    console.until("==========", timeout=60)  # top rule of the banner
+    output = console.until("==========", timeout=10)  # bottom rule
+    assert f"PREPARE postgresql://postgres@127.0.0.1:{ports['postgres']}/ticketing" in output
+    assert f"http://127.0.0.1:{ports['api']}/docs" in output
+    assert f"UI: http://127.0.0.1:{ports['ui']}" in output
+    assert "demo / it's secret" in output
+    curl = re.search(r"curl -s -X POST .*", output)
+    assert curl is not None
+    assert curl.group(0) == (
+        f"curl -s -X POST http://127.0.0.1:{ports['api']}/sessions "
+        "-H 'X-Client-Version: 3.0.0' -H 'Content-Type: application/json' "
+        """-d '{"identification": "demo", "password": "it'"'"'s secret"}'"""
+    )
+
+    console.process.send_signal(signal.SIGTERM)
+    output = console.finish(timeout=60)
+    assert console.process.returncode == 0, output
+    order = [line for line in output.splitlines() if line.startswith("Stopping")]
     assert order == [
         "Stopping the API",
         "Stopping the worker",
@@ -252,66 +281,43 @@ def test_supervisor_prints_banner_and_stops_everything_on_sigterm(tmp_path: Path
 
 
 def test_supervisor_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
-    process, ports = _run_supervisor(tmp_path, "import time; time.sleep(1); raise SystemExit(3)")
-    try:
-        output, _ = process.communicate(timeout=90)
-    finally:
-        process.kill()
-    assert process.returncode == 1, output
+    console, ports = _run_supervisor(tmp_path, "import time; time.sleep(1); raise SystemExit(3)")
+    output = console.finish(timeout=90)
+    assert console.process.returncode == 1, output
     assert "the worker exited unexpectedly with code 3" in output
     for name in ("api", "postgres", "temporal", "ui"):
         assert port_is_free("127.0.0.1", ports[name]), f"{name} still listens"
 
 
-_APPLICATION_READY = (
-    (ROOT / "worker.py").exists()
-    and importlib.util.find_spec("api.main") is not None
-    and importlib.util.find_spec("db.demo") is not None
-    and importlib.util.find_spec("db.migrate") is not None
-)
-
-
-@pytest.mark.skipif(not _APPLICATION_READY, reason="worker, API or db.demo not written yet")
 def test_make_run_serves_the_demo_login(tmp_path: Path, temporal_server: TemporalDevServer) -> None:
     """`python -m devstack` for real: its own PostgreSQL, migrations, seed, worker, API.
 
     It borrows the session's Temporal server (7233 may be in use by a developer's own
     `make run`) on a task queue of its own, so its worker takes no other test's orders.
     """
-    api_port = free_port()
+    api_port, postgres_port = free_port(), free_port()
     env = {
         **os.environ,
         "DATA_DIR": str(tmp_path),
         "DATABASE_URL": "",
-        "EMBEDDED_POSTGRES_PORT": str(free_port()),
+        "EMBEDDED_POSTGRES_PORT": str(postgres_port),
         "TEMPORAL_ADDRESS": temporal_server.address,
         "TEMPORAL_TASK_QUEUE": f"devstack-{uuid.uuid4().hex[:8]}",
         "PORT": str(api_port),
-        "PYTHONUNBUFFERED": "1",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "devstack"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    console = _Console([sys.executable, "-m", "devstack"], env)
+    output = console.until("Session key for the customer", timeout=90)
+    login = re.search(r"Customer login\s+(\S+) / (.+)", output)
+    assert login is not None, output
+    response = httpx.post(
+        f"http://127.0.0.1:{api_port}/sessions",
+        headers={"X-Client-Version": "3.0.0"},
+        json={"identification": login.group(1), "password": login.group(2).strip()},
+        timeout=30,
     )
-    try:
-        output = _read_until(process, "Session key for the customer", timeout=90)
-        output += _read_until(process, "curl ", timeout=5)
-        login = re.search(r"Customer login\s+(\S+) / (.+)", output)
-        assert login is not None, output
-        response = httpx.post(
-            f"http://127.0.0.1:{api_port}/sessions",
-            headers={"X-Client-Version": "3.0.0"},
-            json={"identification": login.group(1), "password": login.group(2).strip()},
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-        process.send_signal(signal.SIGINT)
-        rest, _ = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 0, rest
+    assert response.status_code == 201, response.text
+    console.process.send_signal(signal.SIGINT)
+    output = console.finish(timeout=60)
+    assert console.process.returncode == 0, output
     assert port_is_free("127.0.0.1", api_port)
+    assert port_is_free("127.0.0.1", postgres_port)
