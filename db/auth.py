@@ -31,15 +31,18 @@ async def find_key_owner(
     """
     return await conn.fetchrow(
         """
-        WITH touched AS (
-            UPDATE sessions SET last_used_at = now()
+        WITH live AS (
+            SELECT id, account_id, last_used_at FROM sessions
             WHERE key_hash = $1 AND ended_at IS NULL
               AND last_used_at > now() - make_interval(secs => $2)
-            RETURNING id, account_id
+        ), touched AS (
+            -- Record use at most once a minute: no write on every request of a busy key.
+            UPDATE sessions s SET last_used_at = now() FROM live
+            WHERE s.id = live.id AND live.last_used_at < now() - interval '1 minute'
         )
-        SELECT 'session' AS kind, t.id, a.id AS account_id, a.number AS account_number,
+        SELECT 'session' AS kind, l.id, a.id AS account_id, a.number AS account_number,
                a.role, a.activated, NULL::text AS level
-        FROM touched t JOIN accounts a ON a.id = t.account_id
+        FROM live l JOIN accounts a ON a.id = l.account_id
         UNION ALL
         SELECT 'integration', k.id, NULL, NULL, NULL, true, k.level
         FROM integration_keys k WHERE k.key_hash = $1 AND k.revoked_at IS NULL

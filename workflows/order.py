@@ -173,6 +173,7 @@ class OrderWorkflow:
         """Turn a failed placement into the caller's answer; leave nothing behind."""
         # A local activity's own ApplicationError may arrive unwrapped.
         cause = failure.cause if isinstance(failure, ActivityError) else failure
+        workflow.upsert_search_attributes([ORDER_STATUS.value_set("Rejected")])
         if isinstance(cause, ApplicationError) and cause.type == ORDER_REJECTED:
             self._placement_error = ApplicationError(cause.message, type=ORDER_REJECTED)
         else:
