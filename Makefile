@@ -8,7 +8,7 @@ RUFF := $(VENV)/bin/ruff
 # Reinstall when pyproject.toml changes.
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt
+.PHONY: run test lint fmt bench
 
 ## run: API, worker, Temporal dev server + UI and PostgreSQL, data kept in .data/
 run: $(STAMP)
@@ -17,6 +17,11 @@ run: $(STAMP)
 ## test: the whole suite (pass pytest options as ARGS="-k orders -x")
 test: $(STAMP)
 	$(PY) -m pytest $(ARGS)
+
+## bench: the on-sale benchmark on its own throwaway stack (ARGS="--quick" for a smoke run)
+bench: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[dev,bench]'
+	$(PY) -m bench $(ARGS)
 
 lint: $(STAMP)
 	$(RUFF) check .

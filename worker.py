@@ -1,6 +1,8 @@
 """The Temporal worker: runs OrderWorkflow and its activities on task queue `orders`.
 
-Start as many as the load needs (`python worker.py`); they share the task queue.
+Start as many as the load needs (`python worker.py`); they share the task queue. At start it
+checks its settings and reaches Temporal and PostgreSQL within STARTUP_TIMEOUT_SECONDS, or
+exits non-zero with one line saying what is wrong (an orchestrator then restarts it).
 """
 
 from __future__ import annotations
@@ -10,19 +12,24 @@ import logging
 import signal
 import sys
 from datetime import timedelta
+from typing import Any
 
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities.orders import OrderActivities
 from config import Settings, get_settings
-from db.pool import create_pool
-from workflows.client import connect_temporal
+from startup import StartupError, reach_postgres, reach_temporal
 from workflows.order import OrderWorkflow
 from workflows.search_attributes import ALL_KEYS
 
 log = logging.getLogger("worker")
+
+# Worker options chosen by measurement (bench/results/RESULTS.md has the figures); the
+# benchmark's floor worker uses the same ones, so the comparison stays fair.
+WORKER_TUNING: dict[str, Any] = {}
 
 
 async def check_search_attributes(client: Client, namespace: str) -> None:
@@ -41,9 +48,24 @@ async def check_search_attributes(client: Client, namespace: str) -> None:
 
 
 async def run_worker(settings: Settings) -> None:
-    client = await connect_temporal(settings)
-    await check_search_attributes(client, settings.temporal_namespace)
-    pool = await create_pool(settings)
+    client = await reach_temporal(settings)
+    try:
+        await check_search_attributes(client, settings.temporal_namespace)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            raise StartupError(
+                f"Temporal at {settings.temporal_address} has no namespace "
+                f"{settings.temporal_namespace!r}: create it, or set TEMPORAL_NAMESPACE"
+            ) from None
+        if error.status not in (RPCStatusCode.PERMISSION_DENIED, RPCStatusCode.UNIMPLEMENTED):
+            raise StartupError(f"Temporal refused to list search attributes: {error}") from None
+        # Some hosted namespaces do not let a worker's key list them: go on, but say so.
+        log.warning(
+            "cannot list search attributes (%s); make sure %s are registered",
+            error.status.name,
+            ", ".join(key.name for key in ALL_KEYS),
+        )
+    pool = await reach_postgres(settings)
     activities = OrderActivities(pool, settings.fee_tiers)
     worker = Worker(
         client,
@@ -51,6 +73,7 @@ async def run_worker(settings: Settings) -> None:
         workflows=[OrderWorkflow],
         activities=activities.all(),
         graceful_shutdown_timeout=timedelta(seconds=30),
+        **WORKER_TUNING,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -66,10 +89,13 @@ async def run_worker(settings: Settings) -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    settings = get_settings()
+    settings = get_settings()  # invalid settings exit here with a message naming the variable
     if not settings.temporal_address or not settings.database_url:
         sys.exit("TEMPORAL_ADDRESS and DATABASE_URL must be set (`make run` sets both).")
-    asyncio.run(run_worker(settings))
+    try:
+        asyncio.run(run_worker(settings))
+    except StartupError as error:
+        sys.exit(f"worker cannot start: {error}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,1 @@
+"""The on-sale benchmark: `python -m bench` (see the README's Performance section)."""
