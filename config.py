@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     # Sessions and keys.
     session_idle_seconds: Annotated[int, Field(ge=60)] = 24 * 60 * 60
     ticketing_admin_key: str = ""
+    # Requests per minute per caller (account or integration key) in each API process;
+    # beyond it 429 with Retry-After. 0 disables. Burst: the bucket size (default: a
+    # minute's worth, so a quiet caller may send that many at once).
+    rate_limit_per_minute: Annotated[int, Field(ge=0)] = 600
+    rate_limit_burst: Annotated[int, Field(ge=1)] | None = None
 
     # Where `make run` keeps its data (PostgreSQL cluster, Temporal SQLite file).
     data_dir: Path = PROJECT_ROOT / ".data"

@@ -50,11 +50,6 @@ def _iso_seconds(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds")
 
 
-def _sdk_session_time(value: datetime) -> str:
-    """Session `started` as the SDK expects it: `YYYY-MM-DD HH:MM:SS`, in UTC."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 # A point in time on the wire: ISO-8601 with an explicit `+00:00` offset, whole seconds.
 Timestamp = Annotated[
     AwareDatetime, PlainSerializer(_iso_seconds, return_type=str, when_used="json")
@@ -346,9 +341,9 @@ class Session(Representation):
 
     id: int
     open: bool
-    started: Annotated[
-        AwareDatetime, PlainSerializer(_sdk_session_time, return_type=str, when_used="json")
-    ]
+    # ISO-8601 with offset like every date-time (the contract), not the SDK's
+    # `YYYY-MM-DD HH:MM:SS` without a zone.
+    started: Timestamp
     key: str
     account: Account
 

@@ -13,18 +13,37 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from api.errors import bad_request, invalid_arguments
+from api.text import RequestBody
 
 TEST_CARD_APPROVED = "4242424242424242"
 TEST_CARD_DECLINED = "4000000000000002"
 
 
-class CardPayment(BaseModel):
+class CardPayment(RequestBody):
     """Body of `POST /orders/{number}/payments`."""
 
-    model_config = ConfigDict(hide_input_in_errors=True)
+    model_config = ConfigDict(
+        hide_input_in_errors=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "number": TEST_CARD_APPROVED,
+                    "cvv": "123",
+                    "expiryDate": "12/30",
+                    "name": "Ada Lovelace",
+                    "email": "ada@example.com",
+                    "phone": "+1 555 0100",
+                    "address1": "1 Main Street",
+                    "city": "Kingston",
+                    "district": "St Andrew",
+                    "country": "Jamaica",
+                }
+            ]
+        },
+    )
 
     number: str = Field(description="Card number (PAN), digits only", examples=[TEST_CARD_APPROVED])
     cvv: str | int = Field(description="3 or 4 digits", examples=["123"])

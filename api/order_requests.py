@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import bad_request, invalid_arguments, missing_arguments
 from domain import ACCOUNT_NUMBER, OrderLine, section_uri
@@ -23,7 +23,23 @@ _SECTION_URI_SPELLING = re.compile(
 
 
 class OrderRequest(BaseModel):
-    """Body of `POST /orders` (documentation; validated by `parse_order_request`)."""
+    """Body of `POST /orders` (documentation; validated by `parse_customer` and
+    `parse_items`)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"items": {"/events/16993717817996/sections/16993717900001": 2}},
+                {
+                    "customer": "MO-6A39EE8D",
+                    "items": {
+                        "/events/16993717817996/sections/16993717900001": 2,
+                        "/events/16993717817996/sections/16993717900002": 1,
+                    },
+                },
+            ]
+        }
+    )
 
     customer: str | None = Field(
         default=None,

@@ -1,8 +1,10 @@
 """Who is calling: the client version check and the API key, in the contract's order.
 
-Checks run as: client version (412), key present (401), key valid and allowed (403), then
-the request itself. The version check is middleware so it precedes everything, including
-404s for unknown paths; the key is a dependency that routes declare.
+Checks run as: client version (412), key present (401), key valid and allowed (403), the
+caller's rate limit (429), then the request itself. The version check is middleware so it
+precedes everything, including 404s for unknown paths; the key is a dependency that routes
+declare: `CallerDep` (any valid key but a `payments` key) or `AnyCallerDep` (payments keys
+too, for the few routes they may use).
 """
 
 from __future__ import annotations
@@ -11,11 +13,15 @@ import re
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Header
+import asyncpg
+from fastapi import Depends, Header, Security
+from fastapi.security import APIKeyHeader
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.dependencies import Database, SettingsDep
-from api.errors import UPGRADE, error_response, restricted, unauthenticated
+from api.errors import UPGRADE, ApiError, error_response, restricted, unauthenticated
+from api.rate_limit import RateLimiter
+from config import Settings
 from db.auth import find_key_owner, hash_api_key
 from domain import STAFF_ROLES, KeyLevel, Role
 
@@ -86,11 +92,29 @@ class Caller:
         return self.account_number is not None and self.account_number == account_number
 
 
-async def require_caller(
-    db: Database,
-    settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="Session or integration key")] = None,
-) -> Caller:
+# Documents the key in the OpenAPI document as the `SessionKey` scheme (the vendor's name);
+# `auto_error=False` so a missing key reaches `authenticate` and gets the contract's 401.
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="SessionKey",
+    description=(
+        "A session key (`POST /sessions`) or an integration key (`POST /integration-keys`): "
+        "32 lowercase hex characters. Missing: 401. Unknown, ended or not allowed: 403."
+    ),
+    auto_error=False,
+)
+ApiKeyHeader = Annotated[str | None, Security(api_key_header)]
+
+rate_limiter = RateLimiter()
+TOO_MANY_REQUESTS = (
+    "Too many requests were made with this key. Try again after the number of seconds in "
+    "the Retry-After header."
+)
+
+
+async def authenticate(db: asyncpg.Pool, settings: Settings, x_api_key: str | None) -> Caller:
+    """The caller behind a key: 401 without one, 403 for an unknown or ended one, 429 past
+    the caller's rate limit. Any valid key, payments keys included."""
     if not x_api_key:
         raise unauthenticated()
     if not re.fullmatch(r"[0-9a-f]{32}", x_api_key):
@@ -99,7 +123,7 @@ async def require_caller(
         row = await find_key_owner(conn, hash_api_key(x_api_key), settings.session_idle_seconds)
     if row is None or not row["activated"]:
         raise restricted()
-    return Caller(
+    caller = Caller(
         key_id=row["id"],
         kind=row["kind"],
         account_id=row["account_id"],
@@ -107,9 +131,32 @@ async def require_caller(
         role=Role(row["role"]) if row["role"] else None,
         level=KeyLevel(row["level"]) if row["level"] else None,
     )
+    wait = rate_limiter.take(
+        caller.identity, settings.rate_limit_per_minute, settings.rate_limit_burst
+    )
+    if wait is not None:
+        raise ApiError(429, TOO_MANY_REQUESTS, {"Retry-After": str(wait)})
+    return caller
+
+
+async def require_key(db: Database, settings: SettingsDep, x_api_key: ApiKeyHeader) -> Caller:
+    """Any valid key, `payments` keys included: only for what payments keys may do."""
+    return await authenticate(db, settings, x_api_key)
+
+
+def require_caller(caller: Annotated[Caller, Depends(require_key)]) -> Caller:
+    """Every endpoint's default: a valid key that is not a `payments` key.
+
+    A payments key reads and settles orders and does nothing else, so it is let in only
+    where a route asks for `AnyCallerDep` (and the route then checks what it may do).
+    """
+    if caller.is_payments:
+        raise restricted()
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]
+AnyCallerDep = Annotated[Caller, Depends(require_key)]
 
 
 def require_staff(caller: CallerDep) -> Caller:
@@ -119,3 +166,20 @@ def require_staff(caller: CallerDep) -> Caller:
 
 
 StaffDep = Annotated[Caller, Depends(require_staff)]
+
+
+def client_version_header(
+    x_client_version: Annotated[
+        str,
+        Header(
+            alias="X-Client-Version",
+            description=(
+                "The API version the client targets, `3.0.0` or later. Missing, unparsable "
+                "or lower: 412. (Checked by middleware before anything else; declared here "
+                "so the OpenAPI document shows it.)"
+            ),
+            examples=["3.0.0"],
+        ),
+    ],
+) -> None:
+    """Documents `X-Client-Version` on a router's operations (the middleware enforces it)."""

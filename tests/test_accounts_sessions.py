@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import secrets
 from typing import Any
@@ -151,7 +152,9 @@ async def test_session_starts_with_username_or_email(client: httpx.AsyncClient) 
         assert session["open"] is True
         assert isinstance(session["id"], int)
         assert KEY.fullmatch(session["key"])
-        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", session["started"])
+        # ISO-8601 with offset, as every date-time (the SDK's tests expect a space and no
+        # zone; the contract wins).
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", session["started"])
         assert session["account"]["number"] == account["number"]
 
         active = await client.get("/sessions/active", headers={"X-API-Key": session["key"]})
@@ -482,3 +485,88 @@ async def test_registration_and_login_need_no_key_but_a_client_version(
         expect_error(await bare.post("/sessions", json={}), 412, UPGRADE)
     response = await client.post("/sessions", json={})
     expect_error(response, 400, missing_arguments(["identification", "password"]))
+
+
+# --- every error in the contract's shape ---------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/accounts", "/sessions", "/orders", "/integration-keys"])
+async def test_a_body_that_is_not_json_is_named_body(client: httpx.AsyncClient, path: str) -> None:
+    """Not the parser's position ("...invalid values: 13."): the argument is the body."""
+    response = await client.post(
+        path,
+        content=b'{"username": "ada", "password": ',
+        headers={"Content-Type": "application/json", "X-API-Key": ADMIN_KEY},
+    )
+    expect_error(response, 400, invalid_arguments(["body"], "The body must be a JSON object."))
+
+
+async def test_a_body_that_is_not_an_object_is_named_body(client: httpx.AsyncClient) -> None:
+    for content in (b"[]", b'"text"', b"42", b"null"):
+        response = await client.post(
+            "/accounts", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["message"].startswith(
+            "The following arguments are required, but have not been supplied"
+        ) or response.json()["message"].startswith(invalid_arguments(["body"])), response.text
+
+
+async def test_text_postgresql_cannot_store_is_a_400_naming_the_argument(
+    client: httpx.AsyncClient,
+) -> None:
+    """NUL characters and lone surrogates are no text: 400 at the door, not 500 in SQL."""
+    name = unique_name()
+    valid = {"username": name, "password": "long enough 1", "email": f"{name}@example.com"}
+    for field, raw in (("username", '"ab\\u0000cd"'), ("firstName", '"Ada\\ud800"')):
+        content = json.dumps(valid)[:-1] + f', "{field}": {raw}}}'
+        response = await client.post(
+            "/accounts", content=content, headers={"Content-Type": "application/json"}
+        )
+        expect_error(response, 400, invalid_arguments([field]))
+    response = await client.post(
+        "/sessions",
+        content=b'{"identification": "x\\u0000", "password": "y"}',
+        headers={"Content-Type": "application/json"},
+    )
+    expect_error(response, 400, invalid_arguments(["identification"]))
+
+    admin = {"X-API-Key": ADMIN_KEY}
+    expect_error(await client.get("/accounts/AB%00", headers=admin), 404, ACCOUNT_NOT_FOUND)
+    expect_error(
+        await client.get("/orders/AB%00", headers=admin),
+        404,
+        "There is presently no resource with the given URI.",
+    )
+    for name in ("customer", "number"):
+        response = await client.get("/orders", params={name: "A\x00"}, headers=admin)
+        expect_error(response, 400, invalid_arguments([name]))
+
+
+async def test_unknown_paths_and_methods_answer_in_the_contract_shape(
+    client: httpx.AsyncClient,
+) -> None:
+    admin = {"X-API-Key": ADMIN_KEY}
+    expect_error(
+        await client.get("/nowhere", headers=admin),
+        404,
+        "There is presently no resource with the given URI.",
+    )
+    response = await client.put("/orders", headers=admin)
+    expect_error(response, 405, "This method is not allowed on the given URI.")
+    assert "Allow" in response.headers
+
+
+async def test_a_payments_key_may_not_register_accounts(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/integration-keys",
+        json={"name": "psp", "level": "payments"},
+        headers={"X-API-Key": ADMIN_KEY},
+    )
+    name = unique_name()
+    response = await client.post(
+        "/accounts",
+        json={"username": name, "password": "long enough 1", "email": f"{name}@example.com"},
+        headers={"X-API-Key": created.json()["key"]},
+    )
+    expect_error(response, 403, RESTRICTED)

@@ -11,31 +11,53 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Response
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from api.dependencies import Database, SettingsDep
-from api.errors import ErrorBody, conflict, not_found, restricted
+from api.errors import (
+    KEY_ERRORS,
+    conflict,
+    error_responses,
+    location_header,
+    not_found,
+    restricted,
+)
 from api.pagination import Page, PageParams, page_of
-from api.security import Caller, CallerDep, require_caller
+from api.security import (
+    ApiKeyHeader,
+    Caller,
+    CallerDep,
+    authenticate,
+    client_version_header,
+)
+from api.text import RequestBody, storable
 from db import accounts as account_sql
 from db import orders as order_sql
 from domain import Account, Order, OrderStatus, Role, Ticket, Title, account_uri
 from passwords import hash_password
 
-router = APIRouter(tags=["Accounts"])
+router = APIRouter(tags=["Accounts"], dependencies=[Depends(client_version_header)])
 
 ACCOUNT_NOT_FOUND = "The requested account could not be located"
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "An argument is missing or invalid"},
-    401: {"model": ErrorBody, "description": "X-API-Key missing"},
-    403: {"model": ErrorBody, "description": "Key unknown or ended, or not allowed here"},
-    404: {"model": ErrorBody, "description": "No such account, or a page past the end"},
-}
+_ACCOUNT_ERRORS = error_responses(
+    *KEY_ERRORS,
+    404,
+    _403="Key unknown or ended, or neither the account itself nor staff",
+    _404="No such account (to staff; others get 403 whether or not it exists)",
+)
+_LIST_ERRORS = error_responses(
+    *KEY_ERRORS,
+    400,
+    404,
+    _400="`page`, `records` or `status` is invalid",
+    _403="Key unknown or ended, or neither the account itself nor staff",
+    _404="No such account, or a page past the last",
+)
 
 
 def _calendar_date(value: object) -> object:
@@ -54,10 +76,25 @@ def _calendar_date(value: object) -> object:
 Text = Annotated[str, Field(min_length=1, max_length=200, strict=True)]
 
 
-class Registration(BaseModel):
+class Registration(RequestBody):
     """Body of `POST /accounts`. `role` counts only when an administrator registers."""
 
-    model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "ada",
+                    "password": "correct horse battery",
+                    "email": "ada@example.com",
+                    "firstName": "Ada",
+                    "lastName": "Lovelace",
+                    "title": "Ms",
+                }
+            ]
+        },
+    )
 
     username: Annotated[
         str, Field(min_length=3, max_length=64, pattern=USERNAME_PATTERN, strict=True)
@@ -80,16 +117,16 @@ class Registration(BaseModel):
 
 
 async def optional_caller(
-    db: Database,
-    settings: SettingsDep,
-    x_api_key: Annotated[
-        str | None, Header(description="Optional: an administrator's key may set `role`")
-    ] = None,
+    db: Database, settings: SettingsDep, x_api_key: ApiKeyHeader
 ) -> Caller | None:
-    """Registration needs no key; a key that is sent must still be valid (else 403)."""
+    """Registration needs no key; a key that is sent must still be valid and not a
+    `payments` key (else 403). Only an administrator's key makes `role` count."""
     if not x_api_key:
         return None
-    return await require_caller(db, settings, x_api_key)
+    caller = await authenticate(db, settings, x_api_key)
+    if caller.is_payments:
+        raise restricted()
+    return caller
 
 
 def account_access(
@@ -98,6 +135,8 @@ def account_access(
     """The account itself and staff may read an account; everyone else gets 403."""
     if not (caller.owns(number) or caller.is_staff):
         raise restricted()
+    if not storable(number):  # cannot name an account (nor be sent to PostgreSQL)
+        raise not_found(ACCOUNT_NOT_FOUND)
     return number
 
 
@@ -115,9 +154,21 @@ async def _require_account(db: Database, number: str) -> None:
     status_code=201,
     response_model=Account,
     responses={
-        **_ERRORS,
-        409: {"model": ErrorBody, "description": "Username or email already registered"},
+        201: {"headers": location_header("The new account")},
+        **error_responses(
+            400,
+            403,
+            409,
+            412,
+            429,
+            503,
+            _403="A key was sent, but it is unknown, ended or a payments key",
+            _409="Username or email already registered; the text names which",
+            _429="Too many requests with the key that was sent",
+        ),
     },
+    # The key is optional here: without one, anybody may register as a customer.
+    openapi_extra={"security": [{}, {"SessionKey": []}]},
 )
 async def register(
     caller: Annotated[Caller | None, Depends(optional_caller)],
@@ -155,7 +206,7 @@ async def register(
     return account
 
 
-@router.get("/accounts/{number}", response_model=Account, responses=_ERRORS)
+@router.get("/accounts/{number}", response_model=Account, responses=_ACCOUNT_ERRORS)
 async def get_account(number: AccountAccess, db: Database) -> Account:
     """One account, to itself or to staff."""
     async with db.acquire() as conn:
@@ -165,7 +216,7 @@ async def get_account(number: AccountAccess, db: Database) -> Account:
     return account
 
 
-@router.get("/accounts/{number}/orders", response_model=Page[Order], responses=_ERRORS)
+@router.get("/accounts/{number}/orders", response_model=Page[Order], responses=_LIST_ERRORS)
 async def account_orders(
     number: AccountAccess,
     paging: PageParams,
@@ -187,7 +238,7 @@ async def account_orders(
     return page_of(total, orders, paging)
 
 
-@router.get("/accounts/{number}/tickets", response_model=Page[Ticket], responses=_ERRORS)
+@router.get("/accounts/{number}/tickets", response_model=Page[Ticket], responses=_LIST_ERRORS)
 async def account_tickets(number: AccountAccess, paging: PageParams, db: Database) -> Page[Ticket]:
     """The wallet: tickets delivered to the account, newest first."""
     await _require_account(db, number)

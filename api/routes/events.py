@@ -12,18 +12,27 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from api.dependencies import Database
-from api.errors import ErrorBody, bad_request, invalid_arguments, not_found, restricted
-from api.security import Caller, CallerDep
+from api.errors import (
+    KEY_ERRORS,
+    bad_request,
+    error_responses,
+    invalid_arguments,
+    location_header,
+    not_found,
+    restricted,
+)
+from api.security import Caller, CallerDep, client_version_header
+from api.text import RequestBody
 from db import events as event_sql
 from db import sections as section_sql
 from db.events import EventOwnership
 from domain import Event, Money, Role, Section
 
-router = APIRouter(tags=["Events"])
+router = APIRouter(tags=["Events"], dependencies=[Depends(client_version_header)])
 
 _BIGINT_MAX = 2**63 - 1
 _PRICE_MAX = Decimal("9999999999.99")  # numeric(12, 2)
@@ -46,12 +55,25 @@ def _assume_utc(value: datetime) -> datetime:
 DateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_assume_utc)]
 
 
-class _Body(BaseModel):
+class _Body(RequestBody):
     model_config = ConfigDict(alias_generator=to_camel, extra="ignore")
 
 
 class NewEvent(_Body):
     """Body of `POST /events`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Demo Night",
+                    "description": "An evening of demos",
+                    "start": "2026-12-03T20:00:00+00:00",
+                    "end": "2026-12-03T23:00:00+00:00",
+                }
+            ]
+        }
+    )
 
     title: Annotated[str, Field(min_length=1, max_length=200, strict=True)]
     description: Annotated[str, Field(max_length=5000, strict=True)] = ""
@@ -61,6 +83,21 @@ class NewEvent(_Body):
 
 class NewSection(_Body):
     """Body of `POST /events/{event}/sections`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Front Stand",
+                    "description": "Seats near the stage",
+                    "basePrice": 45.0,
+                    "salesStart": "2026-06-01T00:00:00+00:00",
+                    "salesEnd": "2026-12-03T18:00:00+00:00",
+                    "capacity": 500,
+                }
+            ]
+        }
+    )
 
     name: Annotated[str, Field(min_length=1, max_length=200, strict=True)]
     description: Annotated[str, Field(max_length=5000, strict=True)] = ""
@@ -113,15 +150,22 @@ async def event_host(caller: CallerDep, event_id: EventId, db: Database) -> Even
     return event
 
 
-_ERRORS = {
-    400: {"model": ErrorBody, "description": "An argument is missing or invalid"},
-    401: {"model": ErrorBody, "description": "X-API-Key missing"},
-    403: {"model": ErrorBody, "description": "Key unknown or ended, or not allowed here"},
-    404: {"model": ErrorBody, "description": "No such event or section"},
-}
+_READ_ERRORS = error_responses(
+    *KEY_ERRORS, 404, _403="Key unknown or ended, or a payments key", _404="No such event"
+)
 
 
-@router.post("/events", status_code=201, response_model=Event, responses=_ERRORS)
+@router.post(
+    "/events",
+    status_code=201,
+    response_model=Event,
+    responses={
+        201: {"headers": location_header("The new event")},
+        **error_responses(
+            *KEY_ERRORS, 400, _403="Key unknown or ended, or neither a host nor an administrator"
+        ),
+    },
+)
 async def create_event(
     caller: Annotated[Caller, Depends(event_creator)],
     body: NewEvent,
@@ -144,7 +188,7 @@ async def create_event(
     return event
 
 
-@router.get("/events/{event}", response_model=Event, responses=_ERRORS)
+@router.get("/events/{event}", response_model=Event, responses=_READ_ERRORS)
 async def get_event(_: CallerDep, event_id: EventId, db: Database) -> Event:
     """An event with its sections (each `self` is the section's full URI)."""
     async with db.acquire() as conn:
@@ -154,7 +198,21 @@ async def get_event(_: CallerDep, event_id: EventId, db: Database) -> Event:
     return event
 
 
-@router.post("/events/{event}/sections", status_code=201, response_model=Section, responses=_ERRORS)
+@router.post(
+    "/events/{event}/sections",
+    status_code=201,
+    response_model=Section,
+    responses={
+        201: {"headers": location_header("The new section")},
+        **error_responses(
+            *KEY_ERRORS,
+            400,
+            404,
+            _403="Key unknown or ended, or neither the event's host nor an administrator",
+            _404="No such event",
+        ),
+    },
+)
 async def create_section(
     event: Annotated[EventOwnership, Depends(event_host)],
     body: NewSection,
@@ -180,7 +238,16 @@ async def create_section(
     return section
 
 
-@router.get("/events/{event}/sections/{section}", response_model=Section, responses=_ERRORS)
+@router.get(
+    "/events/{event}/sections/{section}",
+    response_model=Section,
+    responses=error_responses(
+        *KEY_ERRORS,
+        404,
+        _403="Key unknown or ended, or a payments key",
+        _404="No such event, or no such section in it",
+    ),
+)
 async def get_section(
     _: CallerDep, event_id: EventId, section_id: SectionId, db: Database
 ) -> Section:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.errors import RETRY_AFTER_SECONDS, ErrorBody, error_response
+from api.errors import RETRY_AFTER_SECONDS, error_response, error_responses
 
 router = APIRouter(tags=["Health"])
 log = logging.getLogger("api.health")
@@ -59,7 +59,7 @@ async def healthz() -> Status:
 @router.get(
     "/readyz",
     response_model=Status,
-    responses={503: {"model": ErrorBody, "description": "PostgreSQL or Temporal unreachable"}},
+    responses=error_responses(503, _503="PostgreSQL or Temporal unreachable; the text names which"),
 )
 async def readyz(request: Request) -> Status | JSONResponse:
     """Ready when PostgreSQL answers `SELECT 1` and Temporal's health check passes."""

@@ -5,19 +5,24 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 
 from api.dependencies import Database
-from api.errors import ErrorBody, restricted
-from api.security import Caller, CallerDep
+from api.errors import KEY_ERRORS, error_responses, location_header, restricted
+from api.security import Caller, CallerDep, client_version_header
+from api.text import RequestBody
 from db.integration_keys import create_integration_key
 from domain import IntegrationKey, KeyLevel
 
-router = APIRouter(tags=["Integration keys"])
+router = APIRouter(tags=["Integration keys"], dependencies=[Depends(client_version_header)])
 
 
-class NewIntegrationKey(BaseModel):
+class NewIntegrationKey(RequestBody):
     """Body of `POST /integration-keys`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "payment service", "level": "payments"}]}
+    )
 
     name: Annotated[
         str,
@@ -38,9 +43,13 @@ def administrator(caller: CallerDep) -> Caller:
     status_code=201,
     response_model=IntegrationKey,
     responses={
-        400: {"model": ErrorBody, "description": "name or level missing or invalid"},
-        401: {"model": ErrorBody, "description": "X-API-Key missing"},
-        403: {"model": ErrorBody, "description": "Not an administrator"},
+        201: {"headers": location_header("The new key")},
+        **error_responses(
+            *KEY_ERRORS,
+            400,
+            _400="name or level missing or invalid",
+            _403="Key unknown or ended, or not an administrator",
+        ),
     },
 )
 async def create_key(

@@ -14,9 +14,9 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -27,10 +27,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.card_gateway import CardPayment, TestCardGateway, check_card
 from api.dependencies import Database, OrderWorkflowsDep, SettingsDep
 from api.errors import (
-    ErrorBody,
+    KEY_ERRORS,
     bad_request,
     conflict,
+    error_responses,
     invalid_arguments,
+    location_header,
     not_found,
     restricted,
     unavailable,
@@ -38,7 +40,8 @@ from api.errors import (
 from api.idempotency import Answer, IdempotencyKey, fingerprint, respond_once
 from api.order_requests import OrderRequest, parse_customer, parse_items
 from api.pagination import Page, PageParams, page_of
-from api.security import Caller, CallerDep
+from api.security import AnyCallerDep, Caller, CallerDep, client_version_header
+from api.text import RequestBody, storable
 from config import Settings
 from db import orders as order_db
 from domain import (
@@ -58,10 +61,17 @@ from domain import (
 from workflows.client import OrderWorkflows
 from workflows.order import ORDER_CONFLICT, ORDER_REJECTED, ORDER_UNAVAILABLE
 
-router = APIRouter(tags=["Orders"])
+router = APIRouter(tags=["Orders"], dependencies=[Depends(client_version_header)])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody} for status in (400, 401, 403, 404, 409, 412, 503)
+_NO_ORDER = "No order has that number"
+_READ_403 = "Key unknown or ended, or neither the order's customer, staff nor a payments key"
+_ACT_403 = "Key unknown or ended, or neither the order's customer nor staff"
+_REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` when this is the remembered answer to an earlier request "
+        "with the same Idempotency-Key",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
 }
 RETRY_PLACEMENT = (
     "The order could not be confirmed in time. Retry with the same Idempotency-Key to get "
@@ -88,6 +98,8 @@ def _may_act(caller: Caller, customer_number: str) -> bool:
 
 async def _order_for(db: Database, number: str, caller: Caller, *, act: bool) -> Order:
     """The order if it exists and the caller may see (or act on) it: else 404 / 403."""
+    if not storable(number):  # cannot name an order (nor be sent to PostgreSQL)
+        raise not_found()
     async with db.acquire() as conn:
         order = await order_db.get_order(conn, number)
     if order is None:
@@ -117,7 +129,21 @@ def _update_error(error: WorkflowUpdateFailedError) -> Exception:
     "/orders",
     status_code=201,
     response_model=Order,
-    responses=_ERRORS,
+    responses={
+        201: {"headers": location_header("The new order") | _REPLAYED_HEADER},
+        **error_responses(
+            *KEY_ERRORS,
+            400,
+            409,
+            422,
+            _400="An argument is invalid: the text names it and says why (for example, "
+            "which section has too few tickets left)",
+            _403="Key unknown or ended, a payments key, a customer or host ordering for "
+            "another account, or a deactivated customer",
+            _409="A request with this Idempotency-Key is still being processed, or its "
+            "earlier attempt failed",
+        ),
+    },
     summary="Place a new order",
     openapi_extra={
         "requestBody": {
@@ -235,12 +261,41 @@ def _customer_for(caller: Caller, customer: str | None) -> str:
 # --- Reading -----------------------------------------------------------------------------
 
 
-@router.get("/orders", response_model=Page[Order], responses=_ERRORS, summary="List orders")
+def order_list_customer(
+    caller: AnyCallerDep,
+    customer: Annotated[
+        str | None,
+        Query(description="Account number; customers and hosts may name only their own"),
+    ] = None,
+) -> str | None:
+    """Whose orders a list may show: staff and payments keys anyone's (or everyone's, with
+    no filter), others only their own. A dependency, so the 403 comes before any 400."""
+    if caller.is_staff or caller.is_payments:
+        if customer is not None and not storable(customer):
+            raise bad_request(invalid_arguments(["customer"]))
+        return customer
+    if customer is not None and not caller.owns(customer):
+        raise restricted()
+    return caller.account_number
+
+
+@router.get(
+    "/orders",
+    response_model=Page[Order],
+    responses=error_responses(
+        *KEY_ERRORS,
+        400,
+        404,
+        _400="A filter, `page` or `records` is invalid (`number` must be a regular expression)",
+        _403="Key unknown or ended, or a customer filtering on another customer",
+        _404="A page past the last",
+    ),
+    summary="List orders",
+)
 async def list_orders(
-    caller: CallerDep,
+    customer: Annotated[str | None, Depends(order_list_customer)],
     db: Database,
     paging: PageParams,
-    customer: Annotated[str | None, Query(description="Account number")] = None,
     status: Annotated[OrderStatus | None, Query()] = None,
     number: Annotated[
         str | None, Query(max_length=200, description="Regular expression on the order number")
@@ -249,10 +304,8 @@ async def list_orders(
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
 ) -> Page[Order]:
     """Staff and payments keys see every order; everybody else only their own."""
-    if not (caller.is_staff or caller.is_payments):
-        if customer is not None and not caller.owns(customer):
-            raise restricted()
-        customer = caller.account_number
+    if number is not None and not storable(number):
+        raise bad_request(invalid_arguments(["number"]))
     async with db.acquire() as conn:
         try:
             total, entries = await order_db.list_orders(
@@ -272,9 +325,13 @@ async def list_orders(
 
 
 @router.get(
-    "/orders/{number}", response_model=Order, responses=_ERRORS, summary="Retrieve an order"
+    "/orders/{number}",
+    response_model=Order,
+    responses=error_responses(*KEY_ERRORS, 404, _403=_READ_403, _404=_NO_ORDER),
+    summary="Retrieve an order",
 )
-async def get_order(number: str, caller: CallerDep, db: Database) -> Order:
+async def get_order(number: str, caller: AnyCallerDep, db: Database) -> Order:
+    """The order, to its customer, staff and payments keys."""
     return await _order_for(db, number, caller, act=False)
 
 
@@ -286,7 +343,17 @@ class Message(BaseModel):
 
 
 @router.delete(
-    "/orders/{number}", response_model=Message, responses=_ERRORS, summary="Cancel an order"
+    "/orders/{number}",
+    response_model=Message,
+    responses=error_responses(
+        *KEY_ERRORS,
+        404,
+        409,
+        _403=_ACT_403,
+        _404=_NO_ORDER,
+        _409="The order is not Placed any more",
+    ),
+    summary="Cancel an order",
 )
 async def cancel_order(
     number: str, caller: CallerDep, db: Database, order_workflows: OrderWorkflowsDep
@@ -319,7 +386,21 @@ class PaymentAttempt(BaseModel):
     "/orders/{number}/payments",
     status_code=201,
     response_model=PaymentAttempt,
-    responses=_ERRORS,
+    responses={
+        201: {"headers": _REPLAYED_HEADER},
+        **error_responses(
+            *KEY_ERRORS,
+            400,
+            404,
+            409,
+            422,
+            _400="Card or billing data missing or invalid (never echoed back)",
+            _403=_ACT_403,
+            _404=_NO_ORDER,
+            _409="The order is not Placed any more (an authorisation made meanwhile is "
+            "voided), or a request with this Idempotency-Key is still being processed",
+        ),
+    },
     summary="Pay for an order by card",
 )
 async def pay_order(
@@ -393,8 +474,12 @@ async def _pay(
     return PaymentAttempt(date=now, amount=order.total, status="Authorised")
 
 
-class SettlementRequest(BaseModel):
+class SettlementRequest(RequestBody):
     """Body of `POST /orders/{number}/settlements` (the `settle` signal's argument)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"reference": "pay_8f3a2c", "amount": 47.97}]}
+    )
 
     reference: str = Field(min_length=1, max_length=200, examples=["pay_8f3a2c"])
     amount: Decimal = Field(
@@ -406,13 +491,22 @@ class SettlementRequest(BaseModel):
     "/orders/{number}/settlements",
     status_code=201,
     response_model=PaymentRecord,
-    responses=_ERRORS,
+    responses=error_responses(
+        *KEY_ERRORS,
+        400,
+        404,
+        409,
+        _400="reference or amount missing or invalid",
+        _403="Key unknown or ended, or neither a payments key nor an administrator",
+        _404=_NO_ORDER,
+        _409="The order is not Placed any more; the payment is recorded as a refund due",
+    ),
     summary="Settle an order (payment services)",
 )
 async def settle_order(
     number: str,
     body: SettlementRequest,
-    caller: CallerDep,
+    caller: AnyCallerDep,
     db: Database,
     order_workflows: OrderWorkflowsDep,
 ) -> PaymentRecord:
@@ -459,10 +553,10 @@ async def settle_order(
 @router.get(
     "/orders/{number}/payments",
     response_model=list[PaymentRecord],
-    responses=_ERRORS,
+    responses=error_responses(*KEY_ERRORS, 404, _403=_READ_403, _404=_NO_ORDER),
     summary="List payment and settlement attempts",
 )
-async def list_payments(number: str, caller: CallerDep, db: Database) -> list[PaymentRecord]:
+async def list_payments(number: str, caller: AnyCallerDep, db: Database) -> list[PaymentRecord]:
     """Every attempt with its outcome, including refunds due for payments that came late."""
     await _order_for(db, number, caller, act=False)
     async with db.acquire() as conn:

@@ -7,18 +7,26 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from api.dependencies import Database
-from api.errors import ApiError, ErrorBody, not_found, restricted
+from api.errors import (
+    KEY_ERRORS,
+    ApiError,
+    error_responses,
+    location_header,
+    not_found,
+    restricted,
+)
 from api.routes.accounts import ACCOUNT_NOT_FOUND
-from api.security import Caller, CallerDep
+from api.security import Caller, CallerDep, client_version_header
+from api.text import RequestBody
 from db import sessions as session_sql
 from domain import Session
 from passwords import verify_password
 
-router = APIRouter(tags=["Sessions"])
+router = APIRouter(tags=["Sessions"], dependencies=[Depends(client_version_header)])
 
 WRONG_PASSWORD = "A session cannot be started with the given password."
 TOO_MANY_ATTEMPTS = (
@@ -28,8 +36,14 @@ TOO_MANY_ATTEMPTS = (
 SESSION_ENDED = "The session has been ended."
 
 
-class Login(BaseModel):
+class Login(RequestBody):
     """Body of `POST /sessions`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"identification": "ada", "password": "correct horse battery"}]
+        }
+    )
 
     identification: Annotated[
         str,
@@ -51,10 +65,9 @@ def session_caller(caller: CallerDep) -> Caller:
 
 SessionCaller = Annotated[Caller, Depends(session_caller)]
 
-_KEY_ERRORS = {
-    401: {"model": ErrorBody, "description": "X-API-Key missing"},
-    403: {"model": ErrorBody, "description": "Key unknown, ended, or not a session key"},
-}
+_KEY_ERRORS = error_responses(
+    *KEY_ERRORS, _403="Key unknown or ended, or an integration key (which has no session)"
+)
 
 
 @router.post(
@@ -62,14 +75,26 @@ _KEY_ERRORS = {
     status_code=201,
     response_model=Session,
     responses={
-        400: {"model": ErrorBody, "description": "identification or password missing"},
-        401: {"model": ErrorBody, "description": "Wrong password"},
-        403: {"model": ErrorBody, "description": "The account is deactivated"},
-        404: {"model": ErrorBody, "description": "No account has that username or email"},
-        429: {"model": ErrorBody, "description": "Too many wrong passwords; see Retry-After"},
+        201: {"headers": location_header("The session (`/sessions/active`, with its key)")},
+        **error_responses(
+            400,
+            401,
+            403,
+            404,
+            412,
+            429,
+            503,
+            _400="identification or password missing or invalid",
+            _401="Wrong password",
+            _403="The account is deactivated",
+            _404="No account has that username or email",
+            _429="Too many wrong passwords for this account; wait for Retry-After seconds",
+        ),
     },
+    # No key is needed (any key sent is ignored).
+    openapi_extra={"security": []},
 )
-async def start_session(body: Login, db: Database) -> Session:
+async def start_session(body: Login, db: Database, response: Response) -> Session:
     """Start a session; its key (shown only here) authenticates later requests.
 
     Repeated wrong passwords for one account are throttled: while the limit is reached
@@ -90,7 +115,9 @@ async def start_session(body: Login, db: Database) -> Session:
         if not login.activated:
             await session_sql.clear_login_failures(conn, login.id)
             raise restricted()
-        return await session_sql.start_session(conn, login.id, new_password_hash=check.new_hash)
+        session = await session_sql.start_session(conn, login.id, new_password_hash=check.new_hash)
+    response.headers["Location"] = session.self_uri
+    return session
 
 
 @router.get("/sessions/active", response_model=Session, responses=_KEY_ERRORS)
