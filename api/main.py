@@ -22,27 +22,48 @@ from api.routes import accounts, events, health, integration_keys, orders, sessi
 from api.security import ClientVersionMiddleware
 from config import get_settings
 from db.auth import ensure_integration_key
-from db.pool import create_pool
 from domain import KeyLevel
-from workflows.client import OrderWorkflows, connect_temporal
+from startup import StartupError, reach_postgres, reach_temporal
+from workflows.client import OrderWorkflows
 
 log = logging.getLogger("api")
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings = get_settings()
+    """Reach PostgreSQL and Temporal, or stop the process with one line saying why.
+
+    Fail fast rather than serve 503s forever: a replica that cannot reach its dependencies at
+    start is misconfigured or early, and its orchestrator restarts it. Migrations are not run
+    here (replicas would race at every start); `python -m db.migrate` runs once per deploy.
+    """
+    settings = get_settings()  # invalid settings exit here with a message naming the variable
     app.state.settings = settings
-    app.state.pool = await create_pool(settings)
-    if settings.ticketing_admin_key:
-        async with app.state.pool.acquire() as conn:
-            await ensure_integration_key(
-                conn,
-                settings.ticketing_admin_key,
-                "bootstrap",
-                KeyLevel.ADMINISTRATOR,
-            )
-    client = await connect_temporal(settings)
+    try:
+        app.state.pool = await reach_postgres(settings)
+    except StartupError as error:
+        log.critical("API cannot start: %s", error)
+        raise
+    try:
+        if settings.ticketing_admin_key:
+            async with app.state.pool.acquire() as conn:
+                try:
+                    await ensure_integration_key(
+                        conn,
+                        settings.ticketing_admin_key,
+                        "bootstrap",
+                        KeyLevel.ADMINISTRATOR,
+                    )
+                except asyncpg.UndefinedTableError:
+                    raise StartupError(
+                        "the database has no schema yet: run `python -m db.migrate` first "
+                        "(the `migrate` service in docker-compose.yml)"
+                    ) from None
+        client = await reach_temporal(settings)
+    except StartupError as error:
+        log.critical("API cannot start: %s", error)
+        await app.state.pool.close()
+        raise
     app.state.order_workflows = OrderWorkflows(client, settings.temporal_task_queue)
     try:
         yield
