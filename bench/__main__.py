@@ -58,6 +58,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="tickets of the stadium (default 12,000, --quick 2,400; the real one: 60000)",
     )
     parser.add_argument("--stadium-buyers", type=int, default=24)
+    parser.add_argument(
+        "--ramp-targets",
+        default="product,floor,direct",
+        help="which of product, floor, direct the ramp measures (for tuning runs)",
+    )
     parser.add_argument("--step-seconds", type=float, default=None)
     parser.add_argument("--out", type=Path, default=report.RESULTS_DIR)
     parser.add_argument("--keep", action="store_true", help="keep the stack's data folder")
@@ -110,6 +115,7 @@ async def run(args: argparse.Namespace, stack: OwnStack | None) -> dict[str, Any
         step_seconds=args.step_seconds or (6.0 if args.quick else 12.0),
         stadium_tickets=args.stadium_tickets or (2_400 if args.quick else 12_000),
         stadium_buyers=args.stadium_buyers,
+        ramp_targets=tuple(args.ramp_targets.split(",")),
     )
     results: dict[str, Any] = {}
     for name in chosen:

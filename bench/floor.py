@@ -92,6 +92,9 @@ class FloorWorkflow:
 async def _run_worker() -> None:
     from temporalio.worker import Worker
 
+    # Under `python -m` this file is __main__; the worker must register the class from
+    # the importable module, which the sandbox can find by name.
+    from bench.floor import FloorWorkflow as Registered
     from config import get_settings
     from worker import WORKER_TUNING
     from workflows.client import connect_temporal
@@ -101,7 +104,7 @@ async def _run_worker() -> None:
     worker = Worker(
         client,
         task_queue=TASK_QUEUE,
-        workflows=[FloorWorkflow],
+        workflows=[Registered],
         graceful_shutdown_timeout=timedelta(seconds=5),
         **WORKER_TUNING,
     )

@@ -230,6 +230,7 @@ def markdown(result: dict[str, Any]) -> str:
         "load generator",
         "floor worker",
         "baseline app",
+        "other processes",
     ]
     lines.append("| Scenario | s | " + " | ".join(names) + " | worker MiB | API MiB |")
     lines.append("|---" * (len(names) + 4) + "|")

@@ -59,6 +59,7 @@ class Bench:
     step_seconds: float
     stadium_tickets: int
     stadium_buyers: int
+    ramp_targets: tuple[str, ...] = ("product", "floor", "direct")
     series: dict[str, Any] = field(default_factory=dict)  # raw data for the plot
 
     def headers(self, customer: Customer) -> dict[str, str]:
@@ -242,14 +243,15 @@ async def ramp(bench: Bench) -> dict[str, Any]:
     if bench.baseline is not None:
         targets["floor"] = lambda sections: baseline_request(bench, "/floor/orders", sections, 2)
         targets["direct"] = lambda sections: baseline_request(bench, "/direct/orders", sections, 3)
+    targets = {name: make for name, make in targets.items() if name in bench.ramp_targets}
     half = 0.0
     for name, make in targets.items():
         sections = await bench.seeder.event(f"Bench ramp {name}", 20, 1_000_000, "45.00")
         request = make(sections)
         result[name] = await _ramp(bench, name, request)
         await quiesce(bench)
-        if name == "product":
-            half = max(5.0, result["product"]["max_rate"] / 2)
+        if "half_rate" not in result:  # the product's, or the first target's
+            half = max(5.0, result[name]["max_rate"] / 2)
             result["half_rate"] = {"rate": half}
         # Every target at the same offered rate, on idle servers: latencies compare.
         result["half_rate"][name] = await _fixed_rate(bench, f"half-rate {name}", half, request)

@@ -241,9 +241,11 @@ class Meters:
         self._peak: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
         self._began = 0.0
+        self._machine = 0.0
 
     def start(self) -> None:
         self._began = time.monotonic()
+        self._machine = _machine_busy()
         self._start = {name: group.cpu_by_pid() for name, group in self.groups.items()}
         self._peak = {name: group.rss() for name, group in self.groups.items()}
         for group in self.groups.values():
@@ -266,6 +268,7 @@ class Meters:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         elapsed = time.monotonic() - self._began
+        machine = _machine_busy() - self._machine
         report: dict[str, dict[str, float]] = {}
         for name, group in self.groups.items():
             now = group.cpu_by_pid()
@@ -280,7 +283,22 @@ class Meters:
                 "cpu_share": round(cpu / elapsed, 3) if elapsed > 0 else 0.0,
                 "peak_rss_mib": round(peak / 2**20, 1),
             }
+        # Whatever else ran on the machine meanwhile (other users' test runs, say): a run
+        # with much of it is noisy, and the report says so.
+        ours = sum(figures["cpu_seconds"] for figures in report.values())
+        report["other processes"] = {
+            "cpu_seconds": round(max(0.0, machine - ours), 2),
+            "cpu_share": round(max(0.0, machine - ours) / elapsed, 3) if elapsed > 0 else 0.0,
+            "peak_rss_mib": 0.0,
+        }
         return report
+
+
+def _machine_busy() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, all processes)."""
+    times = psutil.cpu_times()
+    parts = ("user", "nice", "system", "irq", "softirq", "steal")  # guest is within user
+    return sum(getattr(times, part, 0.0) for part in parts)
 
 
 def _vm_hwm(pid: int) -> int:
