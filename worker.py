@@ -14,6 +14,7 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+import uvloop
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
@@ -103,7 +104,7 @@ def main() -> None:
     if not settings.temporal_address or not settings.database_url:
         sys.exit("TEMPORAL_ADDRESS and DATABASE_URL must be set (`make run` sets both).")
     try:
-        asyncio.run(run_worker(settings))
+        uvloop.run(run_worker(settings))
     except StartupError as error:
         sys.exit(f"worker cannot start: {error}")
 

@@ -119,7 +119,9 @@ async def _run_worker() -> None:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_run_worker())
+    import uvloop
+
+    uvloop.run(_run_worker())
 
 
 if __name__ == "__main__":
