@@ -40,6 +40,8 @@ WORKER_TUNING: dict[str, Any] = {
     "workflow_runner": SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_all_modules()
     ),
+    "max_concurrent_workflow_task_polls": 16,
+    "nonsticky_to_sticky_poll_ratio": 1.0,
 }
 
 
