@@ -124,6 +124,10 @@ async def test_event_arguments_are_checked(client: httpx.AsyncClient) -> None:
     assert response.json()["message"].startswith(invalid_arguments(["end"]))
     response = await client.post("/events", json=body | {"start": "soon"}, headers=ADMIN)
     expect_error(response, 400, invalid_arguments(["start"]))
+    # Found by the fuzzer: a date-time whose UTC time is before year 1 was a 500.
+    for start in ("0001-01-01T01:37:27+05:14", "9999-12-31T23:59:59-01:00"):
+        response = await client.post("/events", json=body | {"start": start}, headers=ADMIN)
+        expect_error(response, 400, invalid_arguments(["start"]))
 
 
 async def test_unknown_events_and_sections_are_404(client: httpx.AsyncClient) -> None:

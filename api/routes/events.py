@@ -47,12 +47,18 @@ def _iso_text(value: object) -> object:
     return value
 
 
-def _assume_utc(value: datetime) -> datetime:
-    """A date-time sent without an offset is read as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+def _in_utc(value: datetime) -> datetime:
+    """In UTC; a date-time sent without an offset is read as UTC. One whose UTC time falls
+    outside years 1 to 9999 (`0001-01-01T00:00+05:00`) is invalid, not a 500."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("outside the years 1 to 9999 in UTC") from None
 
 
-DateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_assume_utc)]
+DateTime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_in_utc)]
 
 
 class _Body(RequestBody):

@@ -482,8 +482,15 @@ class SettlementRequest(RequestBody):
     )
 
     reference: str = Field(min_length=1, max_length=200, examples=["pay_8f3a2c"])
+    # Bounded so any amount can be recorded: one that is wrong (more than two decimals, not
+    # the total) is refused and recorded, but 1e-20000 or 1e200000 cannot be stored as a
+    # PostgreSQL numeric, and the order's workflow would retry recording it forever.
     amount: Decimal = Field(
-        description="Amount paid: a JSON number or a decimal string", examples=["47.97"]
+        max_digits=24,
+        decimal_places=10,
+        description="Amount paid: a JSON number or a decimal string (at most 14 digits "
+        "before the point and 10 after)",
+        examples=["47.97"],
     )
 
 
