@@ -6,14 +6,18 @@ queue and the message names live in one place.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 from temporalio.client import (
     Client,
     TLSConfig,
     WithStartWorkflowOperation,
     WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import (
     SearchAttributePair,
@@ -28,8 +32,24 @@ from workflows.converter import data_converter
 from workflows.order import OrderWorkflow
 from workflows.search_attributes import CUSTOMER_NUMBER, ORDER_STATUS, ORDER_TOTAL
 
+T = TypeVar("T")
+
 # How long an HTTP caller waits on the workflow before it is told to retry (503).
 ANSWER_TIMEOUT = timedelta(seconds=25)
+
+
+async def _within_answer_timeout(call: Awaitable[T]) -> T:
+    """Await an update call for at most ANSWER_TIMEOUT in all.
+
+    `rpc_timeout` bounds each RPC, not the call: while no worker picks the update up, the
+    server answers each long poll with "not accepted yet" before that deadline and the SDK
+    asks again, forever. A cut-off caller must hear "retry" instead of hanging.
+    """
+    try:
+        async with asyncio.timeout(ANSWER_TIMEOUT.total_seconds()):
+            return await call
+    except TimeoutError:
+        raise WorkflowUpdateRPCTimeoutOrCancelledError() from None
 
 
 async def connect_temporal(settings: Settings) -> Client:
@@ -81,21 +101,25 @@ class OrderWorkflows:
             ),
             static_summary=f"Order {request.number} for customer {request.customer_number}",
         )
-        return await self.client.execute_update_with_start_workflow(
-            OrderWorkflow.place,
-            start_workflow_operation=start,
-            id="place",
-            rpc_timeout=ANSWER_TIMEOUT,
+        return await _within_answer_timeout(
+            self.client.execute_update_with_start_workflow(
+                OrderWorkflow.place,
+                start_workflow_operation=start,
+                id="place",
+                rpc_timeout=ANSWER_TIMEOUT,
+            )
         )
 
     async def apply_payment(self, number: str, settlement: Settlement) -> SettlementResult:
-        return await self._handle(number).execute_update(
-            OrderWorkflow.apply_payment, settlement, rpc_timeout=ANSWER_TIMEOUT
+        return await _within_answer_timeout(
+            self._handle(number).execute_update(
+                OrderWorkflow.apply_payment, settlement, rpc_timeout=ANSWER_TIMEOUT
+            )
         )
 
     async def cancel(self, number: str) -> Order:
-        return await self._handle(number).execute_update(
-            OrderWorkflow.cancel, rpc_timeout=ANSWER_TIMEOUT
+        return await _within_answer_timeout(
+            self._handle(number).execute_update(OrderWorkflow.cancel, rpc_timeout=ANSWER_TIMEOUT)
         )
 
     async def signal_settle(self, number: str, settlement: Settlement) -> None:
