@@ -252,16 +252,22 @@ class NewOrder(BaseModel):
     hold_expires: Timestamp
 
 
+# Any amount a payment may carry and we can record: at most 14 digits before the point and
+# 10 after (1e-20000 is valid JSON but no PostgreSQL numeric).
+PaidAmount = Annotated[Decimal, Field(max_digits=24, decimal_places=10, allow_inf_nan=False)]
+
+
 class Settlement(BaseModel):
     """A payment applied to an order: the `settle` signal's argument.
 
-    Payment services send `{"reference": str, "amount": number or decimal string}`. The
-    amount is kept unconstrained here so a wrong one (too many decimals, not the total) can
-    be recorded as refused instead of failing the signal.
+    Payment services send `{"reference": str, "amount": number or decimal string}`. A wrong
+    amount (too many decimals, not the total) is recorded as refused; one PostgreSQL cannot
+    even store is not a payment, and the SDK drops such a signal with a warning in the
+    worker log rather than let it block the order's inbox.
     """
 
     reference: str = Field(min_length=1, max_length=200)
-    amount: Decimal
+    amount: PaidAmount
     source: PaymentSource = PaymentSource.SIGNAL
     card_last4: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
 

@@ -284,3 +284,17 @@ async def test_free_order_is_fulfilled_at_placement(env, task_queue, pool, custo
     assert (order.status, order.total, order.fees) == (OrderStatus.FULFILLED, 0, 0)
     assert await _tickets(pool, order.number) == 4
     assert await _counts(pool, free) == {"capacity": 20, "sold": 4, "reserved": 0, "remaining": 16}
+
+
+async def test_an_unrecordable_amount_cannot_block_the_order(
+    env, task_queue, pool, customer, paid_section
+):
+    handle, number, total = await _placed(env, task_queue, customer, paid_section)
+    # Valid JSON, but no PostgreSQL numeric: the signal is dropped, not retried forever.
+    await handle.signal("settle", {"reference": "absurd", "amount": "1e-20000"})
+    await handle.signal(OrderWorkflow.settle, Settlement(reference="good", amount=total))
+
+    final = await handle.result()
+
+    assert final.status is OrderStatus.FULFILLED
+    assert await _payments(pool, number) == [PaymentOutcome.SETTLED]
