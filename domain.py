@@ -270,6 +270,9 @@ class Settlement(BaseModel):
     amount: PaidAmount
     source: PaymentSource = PaymentSource.SIGNAL
     card_last4: str | None = Field(default=None, pattern=r"^[0-9]{4}$")
+    # Set by the API for a card payment: past this moment it has stopped waiting and voided
+    # the authorisation, so the payment must not fulfil the order any more.
+    answer_by: AwareDatetime | None = None
 
 
 class PaymentRecord(Representation):

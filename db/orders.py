@@ -423,8 +423,9 @@ async def settle_order(
     The hold decides: if it is still live, its units move from reserved to sold and one
     ticket per unit is issued. If it lapsed meanwhile (the worker was away past the end of
     the hold), the order is timed out instead and the payment recorded as a refund due (or
-    voided, for a card the API is about to void). A retry with the same attempt_id returns
-    the first outcome.
+    voided, for a card the API is about to void). A card payment that comes after the API
+    stopped waiting for it (`answer_by`) is recorded as voided and changes nothing: the API
+    has voided its authorisation. A retry with the same attempt_id returns the first outcome.
     """
     async with conn.transaction():
         recorded = await conn.fetchval(
@@ -436,12 +437,19 @@ async def settle_order(
             return order, PaymentOutcome(recorded)
 
         row = await conn.fetchrow(
-            "SELECT status, customer_id FROM orders WHERE number = $1 FOR UPDATE", number
+            "SELECT status, customer_id, now() > $2 AS unanswered FROM orders"
+            " WHERE number = $1 FOR UPDATE",
+            number,
+            settlement.answer_by,
         )
         if row is None:
             raise LookupError(f"order {number} does not exist")
         late = late_payment_outcome(settlement.source)
-        if row["status"] != OrderStatus.PLACED:
+        if row["unanswered"]:
+            # The API stopped waiting and voided the authorisation: nothing was paid.
+            outcome = PaymentOutcome.VOIDED
+            detail = "The payment was not confirmed in time; the authorisation was voided."
+        elif row["status"] != OrderStatus.PLACED:
             outcome, detail = late, f"The order was already {row['status']}."
         else:
             await _lock_sections(conn, await _order_section_ids(conn, number))

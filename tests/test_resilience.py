@@ -237,7 +237,8 @@ async def test_callers_cut_off_by_a_dead_worker_get_a_clear_answer_not_a_hang(
     stack: Stack, http: httpx.AsyncClient, customer: Customer
 ) -> None:
     """No worker at all for longer than the API waits: a placement answers 503 "retry with
-    the same Idempotency-Key" (and the retry gets the order), and a card payment 503."""
+    the same Idempotency-Key" (and the retry gets the order), and a card payment answers 503
+    after voiding the authorisation, so that payment must never fulfil the order later."""
     section = await stack.section()
     payer = (await stack.customers(1))[0]
     unpaid = (await place_http(http, payer, {section.uri: 1})).json()
@@ -262,6 +263,25 @@ async def test_callers_cut_off_by_a_dead_worker_get_a_clear_answer_not_a_hang(
     assert retried.status_code == 201, retried.text
     replayed = await place_http(http, customer, {section.uri: 2}, key)
     assert replayed.json()["number"] == retried.json()["number"]
+
+    # The voided authorisation reaches the workflow once a worker is back: recorded, and
+    # the order is still waiting for a payment that counts.
+    await eventually(
+        lambda: facts(stack, unpaid["number"]),
+        lambda f: f["payments"] != [],
+        within=RECOVERY,
+        what="the late card payment recorded",
+    )
+    assert await facts(stack, unpaid["number"]) == {
+        "status": "Placed",
+        "tickets": 0,
+        "unreleased": 1,
+        "payments": ["Voided"],
+    }
+    paid = await http.post(f"{unpaid['self']}/payments", headers=payer.headers, json=CARD)
+    assert paid.status_code == 201 and paid.json()["status"] == "Authorised", paid.text
+    assert (await facts(stack, unpaid["number"]))["status"] == "Fulfilled"
+    assert await section_view(http, section) == {"sold": 1, "reserved": 2, "remaining": 17}
 
 
 async def test_worker_killed_between_accepted_settlement_and_fulfilment(

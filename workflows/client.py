@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -27,7 +27,14 @@ from temporalio.common import (
 )
 
 from config import Settings
-from domain import Order, PlaceOrder, Settlement, SettlementResult, order_workflow_id
+from domain import (
+    Order,
+    PaymentSource,
+    PlaceOrder,
+    Settlement,
+    SettlementResult,
+    order_workflow_id,
+)
 from workflows.converter import data_converter
 from workflows.order import OrderWorkflow
 from workflows.search_attributes import CUSTOMER_NUMBER, ORDER_STATUS, ORDER_TOTAL
@@ -36,6 +43,9 @@ T = TypeVar("T")
 
 # How long an HTTP caller waits on the workflow before it is told to retry (503).
 ANSWER_TIMEOUT = timedelta(seconds=25)
+# A card payment must be applied this long before the API gives up on it (and voids the
+# authorisation), leaving time for the answer to travel back and for clock skew.
+ANSWER_MARGIN = timedelta(seconds=5)
 
 
 async def _within_answer_timeout(call: Awaitable[T]) -> T:
@@ -111,6 +121,15 @@ class OrderWorkflows:
         )
 
     async def apply_payment(self, number: str, settlement: Settlement) -> SettlementResult:
+        """Apply a card payment or an HTTP settlement and wait for its outcome.
+
+        A card payment carries the moment its caller stops waiting: the update stays queued
+        in Temporal when no worker takes it in time, and the API then voids the card, so
+        applying it later would issue tickets for money never taken.
+        """
+        if settlement.source is PaymentSource.CARD:
+            answer_by = datetime.now(UTC) + ANSWER_TIMEOUT - ANSWER_MARGIN
+            settlement = settlement.model_copy(update={"answer_by": answer_by})
         return await _within_answer_timeout(
             self._handle(number).execute_update(
                 OrderWorkflow.apply_payment, settlement, rpc_timeout=ANSWER_TIMEOUT

@@ -122,7 +122,7 @@ class OrderWorkflow:
             _Command(
                 attempt_id=str(workflow.uuid4()),
                 settlement=settlement.model_copy(
-                    update={"source": PaymentSource.SIGNAL, "card_last4": None}
+                    update={"source": PaymentSource.SIGNAL, "card_last4": None, "answer_by": None}
                 ),
             )
         )
