@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from temporalio.service import RPCError
 
+from api.admission import PlacementAdmission
 from api.errors import (
     RETRY_AFTER_SECONDS,
     UNAVAILABLE,
@@ -80,6 +81,8 @@ app = FastAPI(
         412: {"model": ErrorBody, "description": "X-Client-Version missing or below 3.0.0"},
     },
 )
+# Added first, so it runs inside the client version check.
+app.add_middleware(PlacementAdmission)
 app.add_middleware(ClientVersionMiddleware)
 install_error_handlers(app)
 
