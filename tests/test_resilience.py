@@ -102,10 +102,15 @@ class RowLock:
         return self
 
     async def release(self) -> None:
-        if self._conn is not None and self._tx is not None:
-            await self._tx.rollback()
-            await self._conn.close()
-            self._conn = self._tx = None
+        conn, tx = self._conn, self._tx
+        self._conn = self._tx = None
+        if conn is None or tx is None:
+            return
+        try:
+            await tx.rollback()
+            await conn.close()
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            conn.terminate()  # the server ended the session: nothing left to roll back
 
     async def __aexit__(self, *exc: object) -> None:
         await self.release()
@@ -447,13 +452,20 @@ async def test_temporal_restart_with_pending_orders_ends_their_holds(
 async def test_postgres_outage_is_a_503_and_workflows_resume(
     stack: Stack, http: httpx.AsyncClient, customer: Customer
 ) -> None:
-    section = await stack.section()
+    section, busy = await stack.section(), await stack.section()
     response = await place_http(http, customer, {section.uri: 2})
     assert response.status_code == 201, response.text
     paid = response.json()
     lapsing = await place_direct(stack, customer, section, 1, hold_seconds=3)
+    assert lapsing.expires is not None
+    # A placement caught inside its transaction when the database goes away.
+    lock = section_lock(stack, busy)
+    await lock.__aenter__()
+    in_flight = asyncio.create_task(place_http(http, customer, {busy.uri: 3}))
+    await lock.until_waited_on()
 
-    stack.postgres.stop("fast")
+    stack.postgres.stop("fast")  # ends every session: the lock's and the placement's
+    await lock.release()
     try:
         for answer in (
             await http.get(paid["self"], headers=customer.headers),
@@ -467,10 +479,13 @@ async def test_postgres_outage_is_a_503_and_workflows_resume(
             assert answer.json()["message"] == answer.json()["error"]
         # A payment service settles meanwhile; the workflow has to wait for the database.
         await settle_signal(stack, paid["number"], "psp-outage", Decimal(str(paid["total"])))
-        await asyncio.sleep(4)  # long enough for the short hold to end during the outage
+        # Stay down until the short hold has ended.
+        await asyncio.sleep(max(0.0, lapsing.expires.timestamp() + 0.5 - time.time()))
     finally:
         stack.postgres.start()
 
+    placed = await asyncio.wait_for(in_flight, RECOVERY)
+    assert placed.status_code == 201, placed.text  # its activity retried until it got through
     await status_of(stack, paid["number"], FINAL, RECOVERY)
     await status_of(stack, lapsing.number, FINAL, RECOVERY)
     assert await facts(stack, paid["number"]) == {
@@ -484,6 +499,7 @@ async def test_postgres_outage_is_a_503_and_workflows_resume(
     again = await place_http(http, customer, {section.uri: 1})
     assert again.status_code == 201, again.text
     assert await section_view(http, section) == {"sold": 2, "reserved": 1, "remaining": 17}
+    assert await section_view(http, busy) == {"sold": 0, "reserved": 3, "remaining": 17}
 
 
 # --- 8. SIGTERM drains ------------------------------------------------------------------------
