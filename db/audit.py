@@ -13,16 +13,27 @@ has tickets, and only a `Placed` order may still have unreleased holds.
 
 Everything is read in one REPEATABLE READ snapshot, so the audit is exact while orders
 are being placed and settled. Run it any time: `python -m db.audit` (DATABASE_URL from the
-environment or `.env`) prints a report and exits 1 when anything differs, 0 otherwise.
+environment or `.env`) prints a report and exits 1 when anything differs, 0 otherwise. The
+report also lists the payments to refund and the orders still `Placed` well after their hold
+ended (no worker has closed them); `python -m db.audit --time-out NUMBER` closes such an
+order the way its workflow would, for when that workflow is gone (terminated by hand, say).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 from dataclasses import dataclass
 
 import asyncpg
+
+from db import orders
+from domain import OrderStatus
+
+# A Placed order this long past the end of its hold counts as stuck: its workflow should
+# have closed it within seconds.
+STUCK_AFTER_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,15 @@ class RefundDue:
     amount: str
     source: str
     recorded: str
+
+
+@dataclass(frozen=True)
+class StuckOrder:
+    """An order still `Placed` well after its hold ended: no worker has closed it."""
+
+    number: str
+    expired: str
+    overdue_seconds: int
 
 
 _SECTIONS = """
@@ -178,7 +198,50 @@ async def refunds_due(conn: asyncpg.Connection) -> list[RefundDue]:
     ]
 
 
-def report(discrepancies: list[Discrepancy], refunds: list[RefundDue]) -> str:
+async def stuck_orders(
+    conn: asyncpg.Connection, after_seconds: int = STUCK_AFTER_SECONDS
+) -> list[StuckOrder]:
+    """Orders still `Placed` more than `after_seconds` after their hold ended."""
+    rows = await conn.fetch(
+        "SELECT number, hold_expires, extract(epoch FROM now() - hold_expires)::int AS overdue"
+        " FROM orders WHERE status = 'Placed'"
+        " AND hold_expires < now() - make_interval(secs => $1) ORDER BY hold_expires",
+        float(after_seconds),
+    )
+    return [
+        StuckOrder(
+            number=row["number"],
+            expired=row["hold_expires"].isoformat(timespec="seconds"),
+            overdue_seconds=row["overdue"],
+        )
+        for row in rows
+    ]
+
+
+async def time_out(conn: asyncpg.Connection, number: str) -> str:
+    """Close an order whose hold has ended as `Timed Out`, as its workflow would.
+
+    For an order whose workflow is gone. Safe beside a live workflow too: closing releases
+    only what is still held, and the workflow then finds the order already closed.
+    """
+    row = await conn.fetchrow(
+        "SELECT status, hold_expires <= now() AS ended FROM orders WHERE number = $1", number
+    )
+    if row is None:
+        return f"order {number} does not exist"
+    if row["status"] != OrderStatus.PLACED:
+        return f"order {number} is already {row['status']}: nothing to do"
+    if not row["ended"]:
+        return f"order {number} is still within its hold: nothing done (cancel it instead)"
+    order = await orders.close_order(conn, number, OrderStatus.TIMED_OUT)
+    return f"order {number} is now {order.status}; its tickets are back on sale"
+
+
+def report(
+    discrepancies: list[Discrepancy],
+    refunds: list[RefundDue],
+    stuck: list[StuckOrder] | None = None,
+) -> str:
     """The readable report the CLI prints."""
     lines: list[str] = []
     if discrepancies:
@@ -193,27 +256,51 @@ def report(discrepancies: list[Discrepancy], refunds: list[RefundDue]) -> str:
             f"recorded {r.recorded}"
             for r in refunds
         )
+    if stuck:
+        lines.append(
+            f"{len(stuck)} order(s) still Placed over {STUCK_AFTER_SECONDS} s after their hold"
+            " ended (is a worker running? see README, When something goes wrong):"
+        )
+        lines.extend(
+            f"  - order {o.number}: hold ended {o.expired}, {o.overdue_seconds} s ago"
+            for o in stuck
+        )
     return "\n".join(lines)
 
 
-async def run(database_url: str) -> int:
+async def run(database_url: str, time_out_numbers: list[str] | None = None) -> int:
     conn = await asyncpg.connect(database_url)
     try:
+        for number in time_out_numbers or []:
+            print(await time_out(conn, number))
         discrepancies = await audit(conn)
         refunds = await refunds_due(conn)
+        stuck = await stuck_orders(conn)
     finally:
         await conn.close()
-    print(report(discrepancies, refunds))
+    print(report(discrepancies, refunds, stuck))
     return 1 if discrepancies else 0
 
 
 def main() -> None:
     from config import get_settings
 
+    parser = argparse.ArgumentParser(
+        prog="python -m db.audit",
+        description="Recount every section from its holds and tickets; exit 1 on a difference.",
+    )
+    parser.add_argument(
+        "--time-out",
+        metavar="NUMBER",
+        action="append",
+        default=[],
+        help="first close this Placed order whose hold has ended (its workflow is gone)",
+    )
+    arguments = parser.parse_args()
     url = get_settings().database_url
     if not url:
         sys.exit("DATABASE_URL is not set: nothing to audit")
-    sys.exit(asyncio.run(run(url)))
+    sys.exit(asyncio.run(run(url, arguments.time_out)))
 
 
 if __name__ == "__main__":

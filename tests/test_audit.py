@@ -7,6 +7,7 @@ PostgreSQL server, so no other test ever sees them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -171,17 +172,41 @@ async def test_every_kind_of_difference_is_reported(conn) -> None:
     }
 
 
-@pytest.mark.parametrize("corrupt", [False, True])
-async def test_the_cli_exits_1_with_a_readable_report(scratch_url: str, corrupt: bool) -> None:
+@contextlib.asynccontextmanager
+async def _fresh_database(server_url: str) -> AsyncIterator[str]:
     name = f"cli_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(scratch_url)
+    admin = await asyncpg.connect(server_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    url = _with_database(scratch_url, name)
+    url = _with_database(server_url, name)
     try:
         await migrate(url)
+        yield url
+    finally:
+        admin = await asyncpg.connect(server_url)
+        try:
+            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+async def _cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "db.audit", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("corrupt", [False, True])
+async def test_the_cli_exits_1_with_a_readable_report(scratch_url: str, corrupt: bool) -> None:
+    async with _fresh_database(scratch_url) as url:
         conn = await asyncpg.connect(url)
         try:
             customer = await factories.create_account(conn)
@@ -194,21 +219,7 @@ async def test_the_cli_exits_1_with_a_readable_report(scratch_url: str, corrupt:
         finally:
             await conn.close()
 
-        result = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "db.audit"],
-            cwd=ROOT,
-            env={**os.environ, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        admin = await asyncpg.connect(scratch_url)
-        try:
-            await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        result = await _cli(url)
 
     assert f"order {number}: 1 from signal, reference psp-late" in result.stdout
     if corrupt:
@@ -218,6 +229,48 @@ async def test_the_cli_exits_1_with_a_readable_report(scratch_url: str, corrupt:
     else:
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.startswith("audit ok")
+
+
+async def test_stuck_orders_are_listed_and_can_be_timed_out_by_hand(scratch_url: str) -> None:
+    async with _fresh_database(scratch_url) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            customer = await factories.create_account(conn)
+            section = await factories.create_section(conn, await factories.create_event(conn))
+            stuck = await _place(conn, customer, section, 2)
+            live = await _place(conn, customer, section, 1)
+            # Its workflow is gone and its hold ended five minutes ago.
+            await conn.execute(
+                "UPDATE holds SET expires_at = now() - interval '5 minutes'"
+                " WHERE order_number = $1",
+                stuck,
+            )
+            await conn.execute(
+                "UPDATE orders SET hold_expires = now() - interval '5 minutes' WHERE number = $1",
+                stuck,
+            )
+
+            listed = await _cli(url)
+            closed = await _cli(url, "--time-out", stuck, "--time-out", live)
+            again = await _cli(url, "--time-out", stuck)
+
+            status = dict(await conn.fetch("SELECT number, status FROM orders"))
+            view = await factories.section_counts(conn, section.section_id)
+            counter = await conn.fetchval(
+                "SELECT reserved FROM sections WHERE id = $1", section.section_id
+            )
+        finally:
+            await conn.close()
+
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert "1 order(s) still Placed" in listed.stdout and f"order {stuck}:" in listed.stdout
+    assert f"order {live}" not in listed.stdout
+    assert f"order {stuck} is now Timed Out" in closed.stdout
+    assert f"order {live} is still within its hold: nothing done" in closed.stdout
+    assert "still Placed" not in closed.stdout and closed.returncode == 0
+    assert f"order {stuck} is already Timed Out: nothing to do" in again.stdout
+    assert status == {stuck: "Timed Out", live: "Placed"}
+    assert (view["reserved"], counter) == (1, 1)
 
 
 def test_a_discrepancy_reads_as_a_sentence() -> None:
