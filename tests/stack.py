@@ -216,6 +216,39 @@ async def started_stack(root: Path, **options: Any) -> AsyncIterator[Stack]:
         stack.stop()
 
 
+@dataclass(frozen=True)
+class AuditMark:
+    """Where the rows stood before a test, to audit only what the test made."""
+
+    section_id: int
+    order_seq: int
+
+
+async def audit_mark(conn: asyncpg.Connection) -> AuditMark:
+    return AuditMark(
+        section_id=await conn.fetchval("SELECT coalesce(max(id), 0) FROM sections"),
+        order_seq=await conn.fetchval("SELECT coalesce(max(seq), 0) FROM orders"),
+    )
+
+
+async def audit_since(conn: asyncpg.Connection, mark: AuditMark) -> list[Discrepancy]:
+    """The audit of the sections and orders created after `mark`.
+
+    For the session database, where some older tests write rows straight to the tables
+    (tickets without counters, say) to exercise other features.
+    """
+    newer_orders = {
+        row["number"]
+        for row in await conn.fetch("SELECT number FROM orders WHERE seq > $1", mark.order_seq)
+    }
+    return [
+        item
+        for item in await audit(conn)
+        if (item.kind == "section" and int(item.subject) > mark.section_id)
+        or (item.kind == "order" and item.subject in newer_orders)
+    ]
+
+
 async def eventually(
     probe: Callable[[], Awaitable[T]],
     accept: Callable[[T], bool],

@@ -91,14 +91,6 @@ async def _fulfil(conn: asyncpg.Connection, number: str) -> None:
     assert outcome == "Settled"
 
 
-async def test_the_session_database_has_no_differences(database_url: str) -> None:
-    connection = await asyncpg.connect(database_url)
-    try:
-        assert await audit(connection) == []
-    finally:
-        await connection.close()
-
-
 async def test_rows_written_by_the_order_sql_agree_with_the_counters(conn) -> None:
     customer = await factories.create_account(conn)
     section = await factories.create_section(conn, await factories.create_event(conn))

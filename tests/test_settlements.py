@@ -23,10 +23,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.routes.orders import new_order_number
-from db.audit import audit
 from domain import OrderLine, PlaceOrder, Settlement
 from tests.conftest import SETTLEMENT_GRACE_SECONDS
 from tests.http_helpers import new_user
+from tests.stack import audit_mark, audit_since
 from tests.test_orders_http import ADMIN, CARD, counts, new_section, place
 from workflows.client import OrderWorkflows
 from workflows.order import OrderWorkflow
@@ -34,10 +34,12 @@ from workflows.order import OrderWorkflow
 
 @pytest.fixture(autouse=True)
 async def audited(database_url: str) -> AsyncIterator[None]:
-    yield
+    """The audit of every section and order the test made finds no difference."""
     conn = await asyncpg.connect(database_url)
     try:
-        assert await audit(conn) == []
+        mark = await audit_mark(conn)
+        yield
+        assert await audit_since(conn, mark) == []
     finally:
         await conn.close()
 
