@@ -349,6 +349,43 @@ async def test_worker_killed_between_accepted_settlement_and_fulfilment(
     assert await section_view(http, section) == {"sold": 6, "reserved": 0, "remaining": 14}
 
 
+async def test_a_fulfilment_committed_but_never_reported_is_not_done_twice(
+    stack: Stack, http: httpx.AsyncClient, customer: Customer
+) -> None:
+    """The worst moment to die: the fulfilling transaction has committed, but Temporal never
+    heard of it (the server is down and then the worker dies). The next worker runs the
+    step again, which must find it done: one payment, one set of tickets."""
+    section = await stack.section()
+    order = (await place_http(http, customer, {section.uri: 2})).json()
+    async with order_lock(stack, order["number"]) as lock:
+        await settle_signal(stack, order["number"], "psp-once", Decimal(str(order["total"])))
+        await lock.until_waited_on()
+        stack.temporal.kill()
+    await status_of(stack, order["number"], FINAL, 20)  # committed, reported to nobody
+    stack.worker.kill()
+    await asyncio.to_thread(stack.temporal.start)
+    stack.worker.start()
+
+    client = await stack.temporal_client()
+    handle = client.get_workflow_handle(f"order-{order['number']}")
+    await eventually(
+        lambda: handle.describe(),
+        lambda d: d.raw_description.pending_workflow_task.SerializeToString() == b"",
+        within=RECOVERY,
+        what="the workflow to have caught up",
+    )
+    history = await handle.fetch_history()
+    markers = [e for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert len(markers) == 2  # place, then settle (run again, once recorded)
+    assert await facts(stack, order["number"]) == {
+        "status": "Fulfilled",
+        "tickets": 2,
+        "unreleased": 0,
+        "payments": ["Settled"],
+    }
+    assert await section_view(http, section) == {"sold": 2, "reserved": 0, "remaining": 18}
+
+
 # --- 5. No worker at all while holds end ----------------------------------------------------
 
 
