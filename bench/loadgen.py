@@ -15,7 +15,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm import tqdm
+try:
+    from tqdm import tqdm
+except ImportError:  # the bench extra is not installed (the test suite): no progress bars
+
+    class tqdm:  # type: ignore[no-redef]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+        def update(self, n: int = 1) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
 
 # A request returns (ok, label): ok False counts as an error; the label says what it was.
 Outcome = tuple[bool, str]
