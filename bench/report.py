@@ -292,6 +292,14 @@ def plot(series: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if not any(key.startswith("ramp_") for key in series):
+        # A run without the ramp (the full-size stadium, say): its one panel alone.
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        _stadium_panel(ax, series, result)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     colors = {"product": "tab:blue", "floor": "tab:green", "direct": "tab:orange"}
     names = {
@@ -309,7 +317,9 @@ def plot(series: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
         ax_lat.plot(rates, [step["p50_ms"] for step in steps], "o--", color=color, alpha=0.6)
         ax_lat.plot(rates, [step["p99_ms"] for step in steps], "o-", color=color, label=names[name])
         ax_rate.plot(rates, [step["achieved_rate"] for step in steps], "o-", color=color)
-    ax_lat.axhline(500, color="red", linewidth=0.8, linestyle=":")
+    ramped = any(key.startswith("ramp_") for key in series)
+    if ramped:
+        ax_lat.axhline(500, color="red", linewidth=0.8, linestyle=":")
     ax_lat.set(
         xscale="log",
         yscale="log",
@@ -328,7 +338,8 @@ def plot(series: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
         ]
         or [1]
     )
-    ax_rate.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle=":")
+    if ramped:
+        ax_rate.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle=":")
     ax_rate.set(
         xscale="log",
         yscale="log",
@@ -361,23 +372,27 @@ def plot(series: dict[str, Any], path: Path, result: dict[str, Any]) -> None:
             ylabel="latency (ms)",
             title="POST /orders, every request of the ramp",
         )
+    _stadium_panel(ax_stadium, series, result)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _stadium_panel(ax: Any, series: dict[str, Any], result: dict[str, Any]) -> None:
     stadium = series.get("stadium")
     if stadium:
         xs = [t / 60 for t, _ in stadium]
         ys = [n for _, n in stadium]
-        ax_stadium.plot(xs, ys, color="tab:purple")
+        ax.plot(xs, ys, color="tab:purple")
         tickets = result["scenarios"]["stadium"]["tickets"]
         scale = tickets / 60_000
         for minutes, style in ((15, "--"), (10, ":")):
-            ax_stadium.plot(
+            ax.plot(
                 [0, minutes * scale], [0, tickets], color="grey", linestyle=style, linewidth=0.8
             )
-        ax_stadium.set(
+        ax.set(
             xlabel="minutes",
             ylabel="tickets sold and paid",
             title=f"Stadium: {tickets:,} tickets (grey: {'scaled ' if scale != 1 else ''}"
             "15- and 10-minute paces)",
         )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
