@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # minute's worth, so a quiet caller may send that many at once).
     rate_limit_per_minute: Annotated[int, Field(ge=0)] = 600
     rate_limit_burst: Annotated[int, Field(ge=1)] | None = None
+    # POST /orders running at once in each API process; the rest queue briefly and then
+    # meet the availability pre-check, so an on-sale's losers hear "sold out" in
+    # milliseconds instead of queueing behind the winners in Temporal (api/admission.py).
+    placements_in_flight: Annotated[int, Field(ge=1)] = 16
 
     # How long the API and the worker keep trying to reach PostgreSQL and Temporal when they
     # start, before they exit non-zero with a message naming what they could not reach.

@@ -20,7 +20,6 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import RETRY_AFTER_SECONDS, error_response
 
-PLACEMENTS_IN_FLIGHT = 16
 ADMISSION_WAIT_SECONDS = 20.0
 BUSY = "The service is busy placing other orders. Please retry shortly."
 
@@ -31,7 +30,7 @@ class PlacementAdmission:
     def __init__(
         self,
         app: ASGIApp,
-        limit: int = PLACEMENTS_IN_FLIGHT,
+        limit: int,
         wait_seconds: float = ADMISSION_WAIT_SECONDS,
     ) -> None:
         self.app = app

@@ -82,7 +82,7 @@ app = FastAPI(
     },
 )
 # Added first, so it runs inside the client version check.
-app.add_middleware(PlacementAdmission)
+app.add_middleware(PlacementAdmission, limit=get_settings().placements_in_flight)
 app.add_middleware(ClientVersionMiddleware)
 install_error_handlers(app)
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from api.admission import PLACEMENTS_IN_FLIGHT, PlacementAdmission
+from api.admission import PlacementAdmission
+from config import Settings
 from tests import factories
 from tests.stack import ADMIN, Customer, Stack, started_stack
 
@@ -140,7 +141,7 @@ async def test_an_on_sale_never_oversells_and_every_loser_hears_no_fast(stack: S
     client = await stack.temporal_client()
     rejected = (await client.count_workflows('OrderStatus = "Rejected"')).count
     print(f"{rejected} of {len(losers)} losers were refused by a workflow")
-    assert rejected <= 3 * PLACEMENTS_IN_FLIGHT
+    assert rejected <= 3 * Settings().placements_in_flight
     assert "deadlock detected" not in stack.postgres.log_path.read_text()
     assert await stack.audit() == []
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -48,6 +47,7 @@ from domain import (
     Amount,
     Order,
     OrderStatus,
+    PaidAmount,
     PaymentOutcome,
     PaymentRecord,
     PaymentSource,
@@ -76,6 +76,10 @@ _REPLAYED_HEADER = {
 RETRY_PLACEMENT = (
     "The order could not be confirmed in time. Retry with the same Idempotency-Key to get "
     "its outcome."
+)
+CHECK_BEFORE_RETRYING = (
+    "The order could not be confirmed in time. It may still be placed: check GET /orders "
+    "before ordering again, and send an Idempotency-Key to make retries safe."
 )
 _REFUND_DUE = "The order is no longer awaiting payment; the payment is recorded as a refund due."
 _ORDER_NUMBER_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -167,7 +171,9 @@ async def place_order(
     body = await _json_object(request)
 
     async def place(number: str) -> Answer:
-        order = await _place(body, number, caller, db, settings, order_workflows)
+        order = await _place(
+            body, number, caller, db, settings, order_workflows, keyed=idempotency_key is not None
+        )
         return 201, order.model_dump(mode="json", by_alias=True), {"Location": order_uri(number)}
 
     return await respond_once(
@@ -182,6 +188,8 @@ async def _place(
     db: asyncpg.Pool,
     settings: Settings,
     order_workflows: OrderWorkflows,
+    *,
+    keyed: bool,
 ) -> Order:
     customer = parse_customer(body.get("customer"))
     customer = _customer_for(caller, customer)
@@ -218,7 +226,7 @@ async def _place(
     except WorkflowUpdateFailedError as error:
         raise _update_error(error) from None
     except (WorkflowUpdateRPCTimeoutOrCancelledError, RPCError):
-        raise unavailable(RETRY_PLACEMENT) from None
+        raise unavailable(RETRY_PLACEMENT if keyed else CHECK_BEFORE_RETRYING) from None
     except WorkflowAlreadyStartedError:
         # A retried key whose first attempt already finished: its order, if it made one.
         async with db.acquire() as conn:
@@ -482,12 +490,9 @@ class SettlementRequest(RequestBody):
     )
 
     reference: str = Field(min_length=1, max_length=200, examples=["pay_8f3a2c"])
-    # Bounded so any amount can be recorded: one that is wrong (more than two decimals, not
-    # the total) is refused and recorded, but 1e-20000 or 1e200000 cannot be stored as a
-    # PostgreSQL numeric, and the order's workflow would retry recording it forever.
-    amount: Decimal = Field(
-        max_digits=24,
-        decimal_places=10,
+    # Bounded (domain.PaidAmount) so any amount can be recorded: a wrong one is refused and
+    # recorded, but 1e-20000 is no PostgreSQL numeric.
+    amount: PaidAmount = Field(
         description="Amount paid: a JSON number or a decimal string (at most 14 digits "
         "before the point and 10 after)",
         examples=["47.97"],
