@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     # start, before they exit non-zero with a message naming what they could not reach.
     startup_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 10
 
+    # The port of the PostgreSQL that `make run` starts when DATABASE_URL is empty.
+    embedded_postgres_port: Annotated[int, Field(ge=1, le=65535)] = 54329
+
     # Where `make run` keeps its data (PostgreSQL cluster, Temporal SQLite file).
     data_dir: Path = PROJECT_ROOT / ".data"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +23,7 @@ from api.errors import (
 from api.routes import accounts, events, health, integration_keys, orders, sessions
 from api.security import ClientVersionMiddleware
 from config import get_settings
+from db import idempotency
 from db.auth import ensure_integration_key
 from domain import KeyLevel
 from startup import StartupError, reach_postgres, reach_temporal
@@ -66,10 +68,26 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.pool.close()
         raise
     app.state.order_workflows = OrderWorkflows(client, settings.temporal_task_queue)
+    purger = asyncio.create_task(_purge_idempotency_keys(app.state.pool))
     try:
         yield
     finally:
+        purger.cancel()
         await app.state.pool.close()
+
+
+async def _purge_idempotency_keys(pool: asyncpg.Pool) -> None:
+    """Forget Idempotency-Keys past their retention, hourly (every replica may: it is one
+    idempotent DELETE), so the table does not grow with every order ever placed."""
+    while True:
+        try:
+            async with pool.acquire() as conn:
+                purged = await idempotency.purge_expired(conn)
+            if purged:
+                log.info("forgot %d expired Idempotency-Keys", purged)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            log.warning("could not purge Idempotency-Keys now: %r", error)
+        await asyncio.sleep(3600)
 
 
 app = FastAPI(

@@ -306,9 +306,11 @@ def banner(
 
 def main() -> int:
     settings = get_settings()
-    postgres_port = int(os.environ.get("EMBEDDED_POSTGRES_PORT", DEFAULT_POSTGRES_PORT))
     supervisor = Supervisor(
-        settings, worker_command(), api_command(settings), postgres_port=postgres_port
+        settings,
+        worker_command(),
+        api_command(settings),
+        postgres_port=settings.embedded_postgres_port,
     )
     return supervisor.run()
 

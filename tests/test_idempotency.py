@@ -81,3 +81,27 @@ async def test_a_replayed_payment_charges_once(client, customer):
     assert first.json() == second.json()
     payments = (await client.get(f"{order['self']}/payments", headers=headers)).json()
     assert [p["outcome"] for p in payments] == ["Authorised"]
+
+
+async def test_keys_are_kept_a_day_and_then_forgotten(database_url):
+    import asyncpg
+
+    from db import idempotency
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        for key, age_hours in (("old-key", 49), ("day-old-key", 25)):
+            await conn.execute(
+                "INSERT INTO idempotency_keys (caller, key, fingerprint, token, state,"
+                " created_at) VALUES ('purge-test', $1, '\\x00', 'T', 'done',"
+                " now() - make_interval(hours => $2))",
+                key,
+                age_hours,
+            )
+
+        await idempotency.purge_expired(conn)
+
+        kept = await conn.fetch("SELECT key FROM idempotency_keys WHERE caller = 'purge-test'")
+        assert [row["key"] for row in kept] == ["day-old-key"]
+    finally:
+        await conn.close()
