@@ -48,3 +48,18 @@ async def new_user(client: httpx.AsyncClient, role: str | None = None) -> tuple[
     else:
         account, password = await register(client, ADMIN_KEY, role=role)
     return account, await login(client, account["username"], password)
+
+
+# The test gateway authorises this card (api/card_gateway.py); everything else is filler.
+CARD = {
+    "number": "4242424242424242",
+    "cvv": "123",
+    "expiryDate": "12/39",
+    "name": "Ada Lovelace",
+    "email": "ada@example.com",
+    "phone": "+1 555 0100",
+    "address1": "1 Main Street",
+    "city": "Kingston",
+    "district": "St Andrew",
+    "country": "Jamaica",
+}

@@ -26,24 +26,13 @@ import httpx
 
 from api.routes.orders import new_order_number
 from domain import OrderLine, PlaceOrder, Settlement
+from tests.http_helpers import CARD
 from tests.stack import ADMIN, Customer, Stack, started_stack
 from workflows.client import OrderWorkflows
 from workflows.order import OrderWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 HOLD_SECONDS = 3
-CARD = {
-    "number": "4242424242424242",
-    "cvv": "123",
-    "expiryDate": "12/39",
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "phone": "+1 555 0100",
-    "address1": "1 Main Street",
-    "city": "Kingston",
-    "district": "St Andrew",
-    "country": "Jamaica",
-}
 
 
 class Recorder:

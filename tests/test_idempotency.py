@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from tests.http_helpers import new_user
-from tests.test_orders_http import CARD, counts, customer, new_section, place
+from tests.http_helpers import CARD, new_user
+from tests.test_orders_http import counts, customer, new_section, place
 
 __all__ = ["customer"]  # the fixture, shared with the order tests
 

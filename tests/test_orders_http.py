@@ -13,21 +13,9 @@ from temporalio.client import Client
 
 from domain import Settlement, order_workflow_id
 from tests.conftest import ADMIN_KEY
-from tests.http_helpers import expect_error, new_user
+from tests.http_helpers import CARD, expect_error, new_user
 from workflows.order import OrderWorkflow
 
-CARD = {
-    "number": "4242424242424242",
-    "cvv": "123",
-    "expiryDate": "12/39",
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "phone": "+1 555 0100",
-    "address1": "1 Main Street",
-    "city": "Kingston",
-    "district": "St Andrew",
-    "country": "Jamaica",
-}
 ADMIN = {"X-API-Key": ADMIN_KEY}
 
 

@@ -24,7 +24,7 @@ import pytest
 from api.errors import RESTRICTED, UNAUTHENTICATED
 from api.main import app
 from tests.conftest import ADMIN_KEY
-from tests.http_helpers import login, register, unique_name
+from tests.http_helpers import CARD, login, register, unique_name
 
 CALLERS = (
     "none",  # no X-API-Key at all
@@ -121,19 +121,6 @@ def test_every_endpoint_has_a_row() -> None:
 
 
 # --- the world the requests act on --------------------------------------------------------
-
-CARD = {
-    "number": "4242424242424242",
-    "cvv": "123",
-    "expiryDate": "12/39",
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "phone": "+1 555 0100",
-    "address1": "1 Main Street",
-    "city": "Kingston",
-    "district": "St Andrew",
-    "country": "Jamaica",
-}
 
 
 @dataclass

@@ -25,21 +25,10 @@ import pytest
 from api.routes.orders import new_order_number
 from domain import Order, OrderLine, PlaceOrder, Settlement
 from tests import factories
+from tests.http_helpers import CARD
 from tests.stack import ADMIN, Customer, Stack, eventually, lock_waiters, new_key, started_stack
 from workflows.client import ANSWER_TIMEOUT, OrderWorkflows
 
-CARD = {
-    "number": "4242424242424242",
-    "cvv": "123",
-    "expiryDate": "12/39",
-    "name": "Ada Lovelace",
-    "email": "ada@example.com",
-    "phone": "+1 555 0100",
-    "address1": "1 Main Street",
-    "city": "Kingston",
-    "district": "St Andrew",
-    "country": "Jamaica",
-}
 FINAL = ("Fulfilled", "Cancelled", "Timed Out")
 # A worker killed in the middle of a workflow task leaves it to the task's timeout (10 s)
 # before another worker gets it; allow that plus the retries.

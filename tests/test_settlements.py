@@ -25,9 +25,9 @@ from temporalio.service import RPCError
 from api.routes.orders import new_order_number
 from domain import OrderLine, PlaceOrder, Settlement
 from tests.conftest import SETTLEMENT_GRACE_SECONDS
-from tests.http_helpers import new_user
+from tests.http_helpers import CARD, new_user
 from tests.stack import audit_mark, audit_since
-from tests.test_orders_http import ADMIN, CARD, counts, new_section, place
+from tests.test_orders_http import ADMIN, counts, new_section, place
 from workflows.client import OrderWorkflows
 from workflows.order import OrderWorkflow
 
