@@ -10,6 +10,7 @@ graceful waits short. If any part dies on its own, everything stops and the exit
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import shlex
@@ -36,6 +37,8 @@ CLIENT_VERSION = "3.0.0"
 API_STOP_TIMEOUT = 15.0
 WORKER_STOP_TIMEOUT = 30.0
 API_READY_TIMEOUT = 60.0
+# A worker or API that dies after running this long is restarted; sooner, it is broken.
+RESTART_AFTER_SECONDS = 10.0
 
 
 class StartupError(RuntimeError):
@@ -88,6 +91,8 @@ class Child:
     name: str
     process: subprocess.Popen[bytes]
     stop_timeout: float
+    argv: list[str] = field(default_factory=list)
+    started_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -154,7 +159,13 @@ class Supervisor:
 
     def _start_all(self, stack: ExitStack) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._claim_data_dir(stack)
         _require_free_port(self.settings.port, "PORT", "the API", self.settings.host)
+        if not self.settings.temporal_address:
+            _require_free_port(self.temporal_port, None, "Temporal")
+            _require_free_port(
+                self.settings.temporal_ui_port, "TEMPORAL_UI_PORT", "the Temporal UI"
+            )
         database_url = self._start_postgres(stack)
         temporal_address = self._start_temporal(stack)
         self.env["DATABASE_URL"] = database_url
@@ -165,6 +176,20 @@ class Supervisor:
         if not self._wait_for_api():
             print(f"Warning: {self.api_url}/healthz has not answered 200 yet.", flush=True)
         print(banner(self, database_url, temporal_address, credentials), flush=True)
+
+    def _claim_data_dir(self, stack: ExitStack) -> None:
+        """One `make run` per data folder: a second one must not reuse (and then stop) the
+        first one's PostgreSQL. The lock dies with the process, so a killed run leaves none."""
+        lock_file = open(self.settings.data_dir / "make-run.lock", "a+")  # noqa: SIM115
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock_file.close()
+            raise StartupError(
+                f"another `make run` is using {self.settings.data_dir}; stop it first, or give "
+                "this one its own DATA_DIR, PORT, TEMPORAL_UI_PORT and EMBEDDED_POSTGRES_PORT"
+            ) from None
+        stack.callback(lock_file.close)
 
     def _start_postgres(self, stack: ExitStack) -> str:
         """The database URL: DATABASE_URL if set, else our embedded server's."""
@@ -188,8 +213,6 @@ class Supervisor:
         if self.settings.temporal_address:
             return self.settings.temporal_address
         ui_port = self.settings.temporal_ui_port
-        _require_free_port(self.temporal_port, None, "Temporal")
-        _require_free_port(ui_port, "TEMPORAL_UI_PORT", "the Temporal UI")
         self.temporal = TemporalDevServer(
             self.temporal_port,
             ui_port,
@@ -212,16 +235,19 @@ class Supervisor:
     def _start_child(self, stack: ExitStack, name: str, argv: list[str], timeout: float) -> None:
         """Start the worker or the API with the exported environment; its output is ours."""
         print(f"Starting the {name}", flush=True)
-        process = subprocess.Popen(
+        child = Child(name, self._spawn(argv), timeout, argv)
+        self.children.append(child)
+        stack.callback(self._stop_child, child)
+
+    def _spawn(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        """A worker or API process with the exported environment; its output is ours."""
+        return subprocess.Popen(
             argv,
             cwd=PROJECT_ROOT,
             env=self.env,
             stdin=subprocess.DEVNULL,
             **child_popen_kwargs(),  # type: ignore[arg-type]
         )
-        child = Child(name, process, timeout)
-        self.children.append(child)
-        stack.callback(self._stop_child, child)
 
     def _stop_child(self, child: Child) -> None:
         if child.process.poll() is None:
@@ -246,8 +272,18 @@ class Supervisor:
         """Raise ChildDied when a part we started has exited on its own."""
         for child in self.children:
             code = child.process.poll()
-            if code is not None:
+            if code is None:
+                continue
+            if time.monotonic() - child.started_at < RESTART_AFTER_SECONDS:
                 raise ChildDied(f"the {child.name} exited unexpectedly with code {code}")
+            # A crash after a healthy start: bring it back, as an orchestrator would.
+            print(
+                f"\nThe {child.name} exited unexpectedly with code {code}; restarting it.",
+                file=sys.stderr,
+                flush=True,
+            )
+            child.process = self._spawn(child.argv)
+            child.started_at = time.monotonic()
         if self.temporal is not None and not self.temporal.is_running():
             raise ChildDied(f"the Temporal server exited unexpectedly ({self.temporal.log_path})")
         if self.postgres is not None and not self.postgres.is_running():

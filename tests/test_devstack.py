@@ -289,6 +289,49 @@ def test_supervisor_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
         assert port_is_free("127.0.0.1", ports[name]), f"{name} still listens"
 
 
+_CRASH_ONCE_WORKER = """
+import pathlib, sys, time
+marker = pathlib.Path(sys.argv[1]) / "worker-starts"
+starts = int(marker.read_text()) + 1 if marker.exists() else 1
+marker.write_text(str(starts))
+if starts == 1:
+    time.sleep(11)  # a healthy start, then a crash (as if killed)
+    raise SystemExit(9)
+time.sleep(600)
+"""
+
+
+def test_supervisor_restarts_a_worker_that_crashes_after_a_healthy_start(tmp_path: Path) -> None:
+    worker = _CRASH_ONCE_WORKER.replace("sys.argv[1]", repr(str(tmp_path)))
+    console, ports = _run_supervisor(tmp_path, worker)
+    console.until("worker exited unexpectedly with code 9; restarting it", timeout=90)
+    deadline = time.monotonic() + 30
+    while (tmp_path / "worker-starts").read_text() != "2" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (tmp_path / "worker-starts").read_text() == "2"
+    assert not port_is_free("127.0.0.1", ports["postgres"]), "the stack went down"
+
+    console.process.send_signal(signal.SIGTERM)
+    output = console.finish(timeout=60)
+    assert console.process.returncode == 0, output
+
+
+def test_a_second_make_run_on_the_same_data_leaves_the_first_alone(tmp_path: Path) -> None:
+    first, ports = _run_supervisor(tmp_path, "import time; time.sleep(600)")
+    first.until("==========", timeout=60)
+    second, _ = _run_supervisor(tmp_path, "import time; time.sleep(600)")
+
+    output = second.finish(timeout=60)
+
+    assert second.process.returncode == 1, output
+    assert "another `make run` is using" in output
+    assert "Starting PostgreSQL" not in output
+    assert first.process.poll() is None
+    assert EmbeddedPostgres(tmp_path / "postgres", ports["postgres"]).is_running()
+    first.process.send_signal(signal.SIGTERM)
+    assert first.process.wait(timeout=60) == 0
+
+
 def test_make_run_serves_the_demo_login(tmp_path: Path, temporal_server: TemporalDevServer) -> None:
     """`python -m devstack` for real: its own PostgreSQL, migrations, seed, worker, API.
 
