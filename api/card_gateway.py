@@ -7,6 +7,7 @@ on is the gateway's reference, the amount and the last four digits.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,23 +74,25 @@ def luhn_valid(number: str) -> bool:
     return total % 10 == 0
 
 
+_CARD_NUMBER = re.compile(r"[0-9]{12,19}")
+_CVV = re.compile(r"[0-9]{3,4}")
+_EXPIRY = re.compile(r"([0-9]{2})/([0-9]{2})")
+
+
 def check_card(card: CardPayment, now: datetime) -> None:
     """400 naming every bad card field; the values themselves are never echoed."""
+    # ASCII digits only: str.isdigit() also accepts full-width, Arabic-Indic and
+    # superscript digits, which no card network issues and int() cannot always read.
     invalid: list[str] = []
-    if not (card.number.isdigit() and 12 <= len(card.number) <= 19 and luhn_valid(card.number)):
+    if not (_CARD_NUMBER.fullmatch(card.number) and luhn_valid(card.number)):
         invalid.append("number")
-    if not (isinstance(card.cvv, str) and card.cvv.isdigit() and len(card.cvv) in (3, 4)):
+    if not (isinstance(card.cvv, str) and _CVV.fullmatch(card.cvv)):
         invalid.append("cvv")
-    month_text, _, year_text = card.expiryDate.partition("/")
-    if not (
-        month_text.isdigit()
-        and year_text.isdigit()
-        and len(month_text) == 2
-        and len(year_text) == 2
-    ):
+    expiry = _EXPIRY.fullmatch(card.expiryDate)
+    if expiry is None:
         invalid.append("expiryDate")
     else:
-        month, year = int(month_text), 2000 + int(year_text)
+        month, year = int(expiry[1]), 2000 + int(expiry[2])
         if not 1 <= month <= 12 or (year, month) < (now.year, now.month):
             invalid.append("expiryDate")
     if "@" not in card.email:

@@ -95,6 +95,7 @@ app = FastAPI(
     version="3.0.0",
     summary="The order side of TickeTing v3: place, pay, cancel and time out orders.",
     lifespan=lifespan,
+    redirect_slashes=False,  # /orders/ is a 404 in the contract's shape, not a bare 307
     responses={
         412: {"model": ErrorBody, "description": "X-Client-Version missing or below 3.0.0"},
     },

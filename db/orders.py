@@ -226,7 +226,8 @@ def shortage(line: OrderLine, remaining: int) -> str:
     uri = section_uri(line.event_id, line.section_id)
     if remaining <= 0:
         return f"Section {uri} is sold out."
-    return f"Section {uri} has only {remaining} tickets left."
+    tickets = "ticket" if remaining == 1 else "tickets"
+    return f"Section {uri} has only {remaining} {tickets} left."
 
 
 def late_payment_outcome(source: PaymentSource) -> PaymentOutcome:
@@ -533,8 +534,27 @@ async def record_payment(
     outcome: PaymentOutcome,
     detail: str | None = None,
 ) -> None:
-    """Record an attempt that changes nothing else (declined, refused, duplicate, late)."""
-    await _insert_payment(conn, number, attempt_id, settlement, outcome, detail)
+    """Record an attempt that changes nothing else (declined, refused, duplicate, late).
+
+    A late payment whose reference is already owed back is a retry of the same money by
+    the payment service: recorded as a duplicate, so staff never refund it twice.
+    """
+    async with conn.transaction():
+        if outcome is PaymentOutcome.REFUND_DUE:
+            # Serialise late payments of this order so two retries cannot both be "first".
+            await conn.execute("SELECT 1 FROM orders WHERE number = $1 FOR UPDATE", number)
+            owed = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM payments WHERE order_number = $1"
+                " AND reference = $2 AND outcome = $3 AND attempt_id <> $4)",
+                number,
+                settlement.reference,
+                PaymentOutcome.REFUND_DUE,
+                attempt_id,
+            )
+            if owed:
+                outcome = PaymentOutcome.DUPLICATE
+                detail = "A refund of this reference is already due."
+        await _insert_payment(conn, number, attempt_id, settlement, outcome, detail)
 
 
 async def list_payments(conn: asyncpg.Connection, number: str) -> list[PaymentRecord]:

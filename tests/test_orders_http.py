@@ -128,7 +128,18 @@ async def test_a_declined_card_leaves_the_order_placed(client, customer):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("number", "4242424242424241"), ("expiryDate", "01/20"), ("cvv", "12"), ("number", None)],
+    [
+        ("number", "4242424242424241"),
+        ("expiryDate", "01/20"),
+        ("cvv", "12"),
+        ("number", None),
+        # Digits that str.isdigit() accepts but no card has (these were 500s, or authorised).
+        ("number", "\uff14\uff12\uff14\uff12" * 4),
+        ("number", "424242424242424\u00b2"),
+        ("expiryDate", "1\u00b2/30"),
+        ("expiryDate", "\uff11\uff12/\uff13\uff10"),
+        ("cvv", "\uff11\uff12\uff13"),
+    ],
 )
 async def test_bad_card_data_is_a_400_that_never_echoes_the_card(client, customer, field, value):
     _, headers = customer
@@ -237,6 +248,23 @@ async def test_invalid_items_are_a_400_and_nothing_is_held(client, customer, cas
     assert await counts(client, stands) == {"sold": 0, "reserved": 0, "remaining": 20}
 
 
+async def test_a_deeply_nested_body_and_a_trailing_slash_are_clean_4xx(client, customer):
+    _, headers = customer
+    nested = '{"items": ' + "[" * 5000 + "]" * 5000 + "}"
+
+    deep = await client.post(
+        "/orders", headers=headers | {"Content-Type": "application/json"}, content=nested
+    )
+    slash = await client.get("/orders/", headers=headers)
+
+    expect_error(
+        deep,
+        400,
+        "The following arguments have invalid values: body. The body must be a JSON object.",
+    )
+    expect_error(slash, 404, "There is presently no resource with the given URI.")
+
+
 async def test_missing_items_and_unknown_customer_are_400s(client, customer):
     _, headers = customer
     missing = await client.post("/orders", headers=headers, json={})
@@ -339,10 +367,17 @@ async def test_settlements_over_http_and_a_late_payment_is_a_refund_due(client, 
         json={"reference": "r1", "amount": order["total"]},
     )
     assert late.status_code == 409
+    # The payment service retries the same late payment: owed back once, not twice.
+    retried = await client.post(
+        f"{order['self']}/settlements",
+        headers=psp,
+        json={"reference": "r1", "amount": order["total"]},
+    )
+    assert retried.status_code == 409
     outcomes = [
         p["outcome"] for p in (await client.get(f"{order['self']}/payments", headers=psp)).json()
     ]
-    assert outcomes == ["Refused: wrong amount", "Refund due"]
+    assert outcomes == ["Refused: wrong amount", "Refund due", "Refused: duplicate"]
     assert (await client.delete(order["self"], headers=psp)).status_code == 403
 
 

@@ -241,7 +241,7 @@ async def _place(
 async def _json_object(request: Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than json can parse
         raise bad_request(invalid_arguments(["body"], "The body must be a JSON object.")) from None
     if not isinstance(body, dict):
         raise bad_request(invalid_arguments(["body"], "The body must be a JSON object."))
