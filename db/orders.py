@@ -122,14 +122,6 @@ async def get_order(conn: asyncpg.Connection, number: str) -> Order | None:
     return (await orders_from_rows(conn, [row]))[0]
 
 
-async def get_order_customer(conn: asyncpg.Connection, number: str) -> str | None:
-    """The customer's account number of an order, for permission checks."""
-    return await conn.fetchval(
-        "SELECT a.number FROM orders o JOIN accounts a ON a.id = o.customer_id WHERE o.number = $1",
-        number,
-    )
-
-
 # --- Holds and counters -----------------------------------------------------------------
 
 
